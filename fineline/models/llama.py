@@ -1,0 +1,305 @@
+"""The LLaMA family in Flax linen, numerically the same model as HF `LlamaForCausalLM`.
+
+Shape suffixes: B batch, S new tokens this call, T key/value slots, D hidden, H query heads,
+K key/value heads, G = H // K, Dh head dim, F FFN width, V vocab, L layers.
+
+Every parameter carries logical axis names (`nn.with_logical_partitioning`) and the main
+activations carry logical constraints; `fineline.partitioning` maps the names to a mesh.
+
+One call covers the three uses:
+- training / scoring: `model.apply(v, tokens_BxS)` → logits_BxSxV (causal);
+- prefill and incremental decode: pass `cache=` from `init_cache`; the call writes the new
+  keys/values at each row's `cache["end"]` and attends to every earlier slot of that row.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fineline.models.config import LlamaConfig
+
+Cache = dict[str, Any]  # {"k": [L]×B×T×K×Dh (or L×B×T×K×Dh when scanned), "v": same, "end": B}
+
+
+def _dtype(name: str):
+  return jnp.dtype(name)
+
+
+def _init(axes, scale_axis_size: int | None = None):
+  """Normal(0.02)-style init (HF's initializer_range) tagged with logical axes."""
+  del scale_axis_size
+  return nn.with_logical_partitioning(nn.initializers.normal(0.02), axes)
+
+
+class RMSNorm(nn.Module):
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x_BxSxD):
+    scale_D = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                         (self.cfg.hidden_size,), _dtype(self.cfg.param_dtype))
+    x32 = x_BxSxD.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.rms_norm_eps)
+    # HF casts back to the activation dtype before the weight multiply.
+    return scale_D.astype(_dtype(self.cfg.dtype)) * normed.astype(_dtype(self.cfg.dtype))
+
+
+def rope_inv_freq(cfg: LlamaConfig) -> jax.Array:
+  dh = cfg.resolved_head_dim
+  inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, dh, 2, dtype=jnp.float32) / dh))
+  scaling = cfg.rope_scaling or {}
+  if scaling.get("rope_type") == "llama3":
+    factor = scaling["factor"]
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_len = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    inv_freq = jnp.where(wavelen > old_len / low, inv_freq / factor,
+                         jnp.where(wavelen < old_len / high, inv_freq, smoothed))
+  return inv_freq
+
+
+def apply_rope(x_BxSxNxDh, positions_BxS, inv_freq):
+  """Rotary embedding in HF's half-split (`rotate_half`) layout, computed in float32."""
+  angles_BxSxHalf = positions_BxS[..., None].astype(jnp.float32) * inv_freq
+  angles = jnp.concatenate([angles_BxSxHalf, angles_BxSxHalf], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(angles).astype(x_BxSxNxDh.dtype), jnp.sin(angles).astype(x_BxSxNxDh.dtype)
+  half = x_BxSxNxDh.shape[-1] // 2
+  rotated = jnp.concatenate([-x_BxSxNxDh[..., half:], x_BxSxNxDh[..., :half]], axis=-1)
+  return x_BxSxNxDh * cos + rotated * sin
+
+
+def _write_cache(cache_BxTxKxDh, new_BxSxKxDh, start_B):
+  return jax.vmap(lambda c, n, s: jax.lax.dynamic_update_slice_in_dim(c, n, s, axis=0))(
+      cache_BxTxKxDh, new_BxSxKxDh.astype(cache_BxTxKxDh.dtype), start_B)
+
+
+class Attention(nn.Module):
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x_BxSxD, positions_BxS, kv=None, start_B=None):
+    cfg = self.cfg
+    dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
+    D, H, K, Dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
+    wq = self.param("q", _init(("embed", "heads", "head_dim")), (D, H, Dh), pdt)
+    wk = self.param("k", _init(("embed", "kv_heads", "head_dim")), (D, K, Dh), pdt)
+    wv = self.param("v", _init(("embed", "kv_heads", "head_dim")), (D, K, Dh), pdt)
+    wo = self.param("o", _init(("heads", "head_dim", "embed")), (H, Dh, D), pdt)
+
+    q_BxSxHxDh = jnp.einsum("bsd,dhk->bshk", x_BxSxD, wq.astype(dt))
+    k_BxSxKxDh = jnp.einsum("bsd,dhk->bshk", x_BxSxD, wk.astype(dt))
+    v_BxSxKxDh = jnp.einsum("bsd,dhk->bshk", x_BxSxD, wv.astype(dt))
+    q_BxSxHxDh = nn.with_logical_constraint(q_BxSxHxDh, ("batch", "length", "heads", "head_dim"))
+    k_BxSxKxDh = nn.with_logical_constraint(k_BxSxKxDh, ("batch", "length", "kv_heads", "head_dim"))
+
+    inv_freq = rope_inv_freq(cfg)
+    q_BxSxHxDh = apply_rope(q_BxSxHxDh, positions_BxS, inv_freq)
+    k_BxSxKxDh = apply_rope(k_BxSxKxDh, positions_BxS, inv_freq)
+
+    if kv is None:  # plain causal attention over this call's tokens
+      keys, values, new_kv = k_BxSxKxDh, v_BxSxKxDh, None
+      q_pos_BxS, k_pos_BxT = positions_BxS, positions_BxS
+    else:  # write into each row's cache at its own offset, attend to slots up to the query's
+      keys = _write_cache(kv[0], k_BxSxKxDh, start_B)
+      values = _write_cache(kv[1], v_BxSxKxDh, start_B)
+      new_kv = (keys, values)
+      q_pos_BxS = start_B[:, None] + jnp.arange(x_BxSxD.shape[1])[None, :]
+      k_pos_BxT = jnp.broadcast_to(jnp.arange(keys.shape[1])[None, :], keys.shape[:2])
+    mask_BxSxT = q_pos_BxS[:, :, None] >= k_pos_BxT[:, None, :]
+
+    out_BxSxHxDh = _attend(q_BxSxHxDh, keys.astype(dt), values.astype(dt), mask_BxSxT, cfg)
+    out_BxSxHxDh = nn.with_logical_constraint(out_BxSxHxDh, ("batch", "length", "heads", "head_dim"))
+    out_BxSxD = jnp.einsum("bshk,hkd->bsd", out_BxSxHxDh, wo.astype(dt))
+    return out_BxSxD, new_kv
+
+
+def _attend(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, cfg: LlamaConfig):
+  B, S, H, Dh = q_BxSxHxDh.shape
+  K = k_BxTxKxDh.shape[2]
+  if cfg.attention_impl != "dot":
+    return jax.nn.dot_product_attention(
+        q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=mask_BxSxT[:, None], implementation=cfg.attention_impl)
+  # Grouped-query attention without materialising repeated keys: heads split into K×G.
+  q_BxSxKxGxDh = q_BxSxHxDh.reshape(B, S, K, H // K, Dh)
+  scores = jnp.einsum("bskgd,btkd->bkgst", q_BxSxKxGxDh, k_BxTxKxDh).astype(jnp.float32)
+  scores = scores / math.sqrt(Dh)
+  scores = jnp.where(mask_BxSxT[:, None, None], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(q_BxSxHxDh.dtype)
+  out = jnp.einsum("bkgst,btkd->bskgd", probs, v_BxTxKxDh)
+  return out.reshape(B, S, H, Dh)
+
+
+class MLP(nn.Module):
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x_BxSxD):
+    cfg = self.cfg
+    dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
+    D, F = cfg.hidden_size, cfg.intermediate_size
+    gate = self.param("gate", _init(("embed", "mlp")), (D, F), pdt)
+    up = self.param("up", _init(("embed", "mlp")), (D, F), pdt)
+    down = self.param("down", _init(("mlp", "embed")), (F, D), pdt)
+    h_BxSxF = nn.silu(x_BxSxD @ gate.astype(dt)) * (x_BxSxD @ up.astype(dt))
+    h_BxSxF = nn.with_logical_constraint(h_BxSxF, ("batch", "length", "mlp"))
+    return h_BxSxF @ down.astype(dt)
+
+
+class Block(nn.Module):
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x_BxSxD, positions_BxS, kv=None, start_B=None):
+    attn_out, new_kv = Attention(self.cfg, name="attn")(
+        RMSNorm(self.cfg, name="attn_norm")(x_BxSxD), positions_BxS, kv, start_B)
+    x_BxSxD = x_BxSxD + attn_out
+    x_BxSxD = x_BxSxD + MLP(self.cfg, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x_BxSxD))
+    return nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed")), new_kv
+
+
+class _ScanBlock(nn.Module):
+  """Block with a (carry, xs) signature for nn.scan."""
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, carry, kv):
+    x_BxSxD, positions_BxS, start_B = carry
+    x_BxSxD, new_kv = Block(self.cfg, name="block")(x_BxSxD, positions_BxS, kv, start_B)
+    return (x_BxSxD, positions_BxS, start_B), new_kv
+
+
+def _remat(module_cls, cfg: LlamaConfig, **kw):
+  if cfg.remat_policy == "none":
+    return module_cls
+  policy = {
+      "full": None,
+      "dots": jax.checkpoint_policies.checkpoint_dots,
+      "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+  }[cfg.remat_policy]
+  return nn.remat(module_cls, policy=policy, prevent_cse=not cfg.scan_layers, **kw)
+
+
+class Llama(nn.Module):
+  """Decoder-only LLaMA. Parameter tree (unscanned):
+
+  embedding V×D · layers_i/{attn_norm,mlp_norm}/scale D ·
+  layers_i/attn/{q D×H×Dh, k D×K×Dh, v D×K×Dh, o H×Dh×D} · layers_i/mlp/{gate,up D×F, down F×D} ·
+  final_norm/scale D · lm_head D×V (absent when embeddings are tied).
+  With `scan_layers`, `layers/block/...` holds the same leaves stacked on a leading L axis.
+  """
+
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxS, positions_BxS=None, cache: Cache | None = None,
+               lengths_B=None):
+    """Returns logits_BxSxV (float32), and the updated cache when one is given.
+
+    With a cache, row b's tokens occupy slots cache["end"][b] … + S − 1 and the returned
+    cache's end advances by lengths_B (default S: right-padded prompts pass their lengths,
+    so padding slots are overwritten by the next step and never attended to).
+    """
+    cfg = self.cfg
+    dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
+    B, S = tokens_BxS.shape
+    start_B = cache["end"] if cache is not None else None
+    if positions_BxS is None:
+      base = start_B[:, None] if cache is not None else jnp.zeros((B, 1), jnp.int32)
+      positions_BxS = base + jnp.arange(S, dtype=jnp.int32)[None, :]
+
+    embedding_VxD = self.param("embedding", _init(("vocab", "embed")),
+                               (cfg.vocab_size, cfg.hidden_size), pdt)
+    x_BxSxD = jnp.take(embedding_VxD, tokens_BxS, axis=0).astype(dt)
+    x_BxSxD = nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
+
+    if cfg.scan_layers:
+      kv = (cache["k"], cache["v"]) if cache is not None else None
+      scanned = nn.scan(
+          _remat(_ScanBlock, cfg),
+          variable_axes={"params": 0}, split_rngs={"params": True},
+          in_axes=0, length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})
+      (x_BxSxD, _, _), new_kv = scanned(cfg, name="layers")((x_BxSxD, positions_BxS, start_B), kv)
+      new_k, new_v = (new_kv if cache is not None else (None, None))
+    else:
+      block_cls = _remat(Block, cfg, static_argnums=())
+      new_k, new_v = [], []
+      for i in range(cfg.num_layers):
+        kv = (cache["k"][i], cache["v"][i]) if cache is not None else None
+        x_BxSxD, layer_kv = block_cls(cfg, name=f"layers_{i}")(x_BxSxD, positions_BxS, kv, start_B)
+        if cache is not None:
+          new_k.append(layer_kv[0])
+          new_v.append(layer_kv[1])
+
+    x_BxSxD = RMSNorm(cfg, name="final_norm")(x_BxSxD)
+    if cfg.tie_embeddings:
+      logits_BxSxV = x_BxSxD @ embedding_VxD.astype(dt).T
+    else:
+      head_DxV = self.param("lm_head", _init(("embed", "vocab")), (cfg.hidden_size, cfg.vocab_size), pdt)
+      logits_BxSxV = x_BxSxD @ head_DxV.astype(dt)
+    logits_BxSxV = nn.with_logical_constraint(logits_BxSxV.astype(jnp.float32),
+                                              ("batch", "length", "vocab"))
+    if cache is None:
+      return logits_BxSxV
+    advance_B = jnp.full((B,), S, jnp.int32) if lengths_B is None else lengths_B.astype(jnp.int32)
+    return logits_BxSxV, {"k": new_k, "v": new_v, "end": start_B + advance_B}
+
+
+def init_cache(cfg: LlamaConfig, batch: int, max_slots: int, dtype=None) -> Cache:
+  """An empty KV cache of `max_slots` positions per row, in the layout `cfg.scan_layers` uses."""
+  dtype = _dtype(dtype or cfg.dtype)
+  shape = (batch, max_slots, cfg.num_kv_heads, cfg.resolved_head_dim)
+  if cfg.scan_layers:
+    k = jnp.zeros((cfg.num_layers,) + shape, dtype)
+    v = jnp.zeros((cfg.num_layers,) + shape, dtype)
+  else:
+    k = [jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)]
+    v = [jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)]
+  return {"k": k, "v": v, "end": jnp.zeros((batch,), jnp.int32)}
+
+
+def init_params(cfg: LlamaConfig, rng: jax.Array, boxed: bool = False):
+  """Random parameters (HF-style normal(0.02) init); `boxed` keeps the logical-axis metadata."""
+  variables = Llama(cfg).init(rng, jnp.zeros((1, 1), jnp.int32))
+  params = variables["params"]
+  return params if boxed else nn.meta.unbox(params)
+
+
+def abstract_params(cfg: LlamaConfig):
+  """Parameter shapes and dtypes, boxed with logical axes, without allocating anything."""
+  return jax.eval_shape(functools.partial(init_params, cfg, boxed=True), jax.random.key(0))
+
+
+def logical_axes(cfg: LlamaConfig):
+  """The logical axis names of every parameter, as a tree of PartitionSpec."""
+  return nn.get_partition_spec(abstract_params(cfg))
+
+
+def scan_layers(params, num_layers: int):
+  """Unscanned tree (layers_0 … layers_{L-1}) → scanned tree (layers/block, leading L axis)."""
+  if "layers" in params:
+    return params
+  layers = [params[f"layers_{i}"] for i in range(num_layers)]
+  out = {k: v for k, v in params.items() if not k.startswith("layers_")}
+  stack = lambda *xs: np.stack(xs) if isinstance(xs[0], np.ndarray) else jnp.stack(xs)
+  out["layers"] = {"block": jax.tree.map(stack, *layers)}
+  return out
+
+
+def unscan_layers(params, num_layers: int):
+  """Scanned tree → unscanned tree; checkpoints restore whichever way the model now runs."""
+  if "layers" not in params:
+    return params
+  out = {k: v for k, v in params.items() if k != "layers"}
+  for i in range(num_layers):
+    out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["layers"]["block"])
+  return out
