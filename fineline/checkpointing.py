@@ -30,7 +30,7 @@ def save_params(path: str, params, cfg: LlamaConfig, *, overwrite: bool = False,
   and renames it when complete, so an interrupted save leaves nothing restorable."""
   path = os.path.abspath(path)
   meta = {"format": FORMAT, "model_config": cfg.to_dict(), **meta}
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+  with _checkpointer() as ckptr:
     ckptr.save(path, ocp.args.Composite(params=ocp.args.PyTreeSave(params),
                                         meta=ocp.args.JsonSave(meta)), force=overwrite)
 
@@ -40,7 +40,7 @@ def read_meta(path: str) -> dict[str, Any]:
   path = os.path.abspath(path)
   if not os.path.isdir(os.path.join(path, "meta")):
     raise ValueError(f"{path} is not a fineline checkpoint (no 'meta' item)")
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+  with _checkpointer() as ckptr:
     meta = ckptr.restore(path, ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   if meta.get("format") != FORMAT:
     raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
@@ -61,7 +61,7 @@ def load_params(path: str, *, shardings=None, as_numpy: bool = False,
   cfg = LlamaConfig.from_dict(meta["model_config"])
   want_scan = cfg.scan_layers if scan_layers is None else scan_layers
   direct = shardings is not None and not as_numpy and want_scan == cfg.scan_layers
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+  with _checkpointer() as ckptr:
     if direct:  # each device reads only its own shards
       restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s), shardings)
     else:
@@ -75,6 +75,11 @@ def load_params(path: str, *, shardings=None, as_numpy: bool = False,
     if not as_numpy:
       params = jax.device_put(params, shardings if shardings is not None else _default_sharding())
   return params, cfg.replace(scan_layers=want_scan), meta
+
+
+def _checkpointer() -> ocp.Checkpointer:
+  return ocp.Checkpointer(ocp.CompositeCheckpointHandler(
+      params=ocp.PyTreeCheckpointHandler(), meta=ocp.JsonCheckpointHandler()))
 
 
 def _relayout(params, num_layers: int, scan: bool):

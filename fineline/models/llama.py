@@ -201,12 +201,14 @@ class Llama(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxS, positions_BxS=None, cache: Cache | None = None,
-               lengths_B=None):
+               lengths_B=None, return_hidden: bool = False):
     """Returns logits_BxSxV (float32), and the updated cache when one is given.
 
     With a cache, row b's tokens occupy slots cache["end"][b] … + S − 1 and the returned
     cache's end advances by lengths_B (default S: right-padded prompts pass their lengths,
     so padding slots are overwritten by the next step and never attended to).
+    `return_hidden=True` returns the final-normed hidden states B×S×D in place of the logits
+    (the LM head is `lm_head_weights(params, cfg)`), so a loss can fuse head and softmax.
     """
     cfg = self.cfg
     dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
@@ -241,6 +243,11 @@ class Llama(nn.Module):
           new_v.append(layer_kv[1])
 
     x_BxSxD = RMSNorm(cfg, name="final_norm")(x_BxSxD)
+    if return_hidden:
+      x_BxSxD = nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
+      if cache is None:
+        return x_BxSxD
+      return x_BxSxD, self._advance(cache, new_k, new_v, lengths_B, B, S)
     if cfg.tie_embeddings:
       logits_BxSxV = x_BxSxD @ embedding_VxD.astype(dt).T
     else:
@@ -250,8 +257,17 @@ class Llama(nn.Module):
                                               ("batch", "length", "vocab"))
     if cache is None:
       return logits_BxSxV
+    return logits_BxSxV, self._advance(cache, new_k, new_v, lengths_B, B, S)
+
+  @staticmethod
+  def _advance(cache, new_k, new_v, lengths_B, B, S):
     advance_B = jnp.full((B,), S, jnp.int32) if lengths_B is None else lengths_B.astype(jnp.int32)
-    return logits_BxSxV, {"k": new_k, "v": new_v, "end": start_B + advance_B}
+    return {"k": new_k, "v": new_v, "end": cache["end"] + advance_B}
+
+
+def lm_head_weights(params, cfg: LlamaConfig) -> jax.Array:
+  """The D×V output projection: `lm_head`, or the transposed embedding when tied."""
+  return params["embedding"].T if cfg.tie_embeddings else params["lm_head"]
 
 
 def init_cache(cfg: LlamaConfig, batch: int, max_slots: int, dtype=None) -> Cache:

@@ -1,0 +1,145 @@
+"""Multiple-choice benchmarks with lm-evaluation-harness 0.4.13's prompts and scoring.
+
+hellaswag, arc_easy, arc_challenge, piqa, winogrande (partial scoring), boolq,
+openbookqa, sciq and mmlu (57 subjects, 5 shots from dev, size-weighted aggregate).
+Each follows the lm-eval task config of the same name; where lm-eval evaluates a split
+the offline copies lack (ARC, OpenBookQA and SciQ use `test`), the first split present is
+evaluated and recorded in the result.
+"""
+
+from __future__ import annotations
+
+import re
+
+from evals import capabilities as cap
+from evals import metrics, registry
+from evals.render import DocTask
+from evals.sources import DatasetSpec
+
+MMLU_SUBJECTS = (
+    "abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology "
+    "college_chemistry college_computer_science college_mathematics college_medicine "
+    "college_physics computer_security conceptual_physics econometrics electrical_engineering "
+    "elementary_mathematics formal_logic global_facts high_school_biology "
+    "high_school_chemistry high_school_computer_science high_school_european_history "
+    "high_school_geography high_school_government_and_politics high_school_macroeconomics "
+    "high_school_mathematics high_school_microeconomics high_school_physics "
+    "high_school_psychology high_school_statistics high_school_us_history "
+    "high_school_world_history human_aging human_sexuality international_law jurisprudence "
+    "logical_fallacies machine_learning management marketing medical_genetics miscellaneous "
+    "moral_disputes moral_scenarios nutrition philosophy prehistory professional_accounting "
+    "professional_law professional_medicine professional_psychology public_relations "
+    "security_studies sociology us_foreign_policy virology world_religions").split()
+
+
+def hellaswag_preprocess(text: str) -> str:
+  text = text.strip()
+  # Brackets are artifacts of the WikiHow part of HellaSwag.
+  text = text.replace(" [title]", ". ")
+  text = re.sub("\\[.*?\\]", "", text)
+  return text.replace("  ", " ")
+
+
+def hellaswag_process_docs(docs):
+  out = []
+  for doc in docs:
+    ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
+    out.append({**doc, "query": hellaswag_preprocess(doc["activity_label"] + ": " + ctx),
+                "choices": [hellaswag_preprocess(e) for e in doc["endings"]],
+                "gold": int(doc["label"])})
+  return out
+
+
+def _boolq_process_docs(docs):
+  # google/boolq stores `answer` (bool); super_glue's boolq, which lm-eval reads, `label`.
+  return [doc if "label" in doc else {**doc, "label": int(doc["answer"])} for doc in docs]
+
+
+def _winogrande_choices(doc):
+  idx = doc["sentence"].index("_")
+  return [doc["sentence"][:idx] + opt for opt in (doc["option1"], doc["option2"])]
+
+
+def _arc_tfds(ex):
+  return {"id": ex["id"], "question": ex["question"], "choices": ex["choices"],
+          "answerKey": ex["answerKey"]}
+
+
+_ARC_TFDS_SPLITS = (("train", "train"), ("validation", "validation"), ("test", "test"))
+
+TASKS = (
+    DocTask(
+        name="hellaswag", kind="multiple_choice",
+        dataset=DatasetSpec("hellaswag", hf_dir="hellaswag/none"),
+        process_docs=hellaswag_process_docs, doc_to_text=lambda d: d["query"],
+        doc_to_choice=lambda d: d["choices"], doc_to_target=lambda d: d["gold"]),
+    *(DocTask(
+        name=name, kind="multiple_choice", eval_splits=("test", "validation"),
+        dataset=DatasetSpec(name, hf_dir=f"ai2_arc/{subset}", tfds_name=f"ai2_arc/{subset}",
+                            tfds_splits=_ARC_TFDS_SPLITS, from_tfds=_arc_tfds),
+        doc_to_text=lambda d: f"Question: {d['question']}\nAnswer:",
+        doc_to_choice=lambda d: list(d["choices"]["text"]),
+        doc_to_target=lambda d: list(d["choices"]["label"]).index(d["answerKey"]))
+      for name, subset in (("arc_easy", "ARC-Easy"), ("arc_challenge", "ARC-Challenge"))),
+    DocTask(
+        name="piqa", kind="multiple_choice",
+        dataset=DatasetSpec("piqa", hf_dir="piqa/plain_text", tfds_name="piqa",
+                            tfds_splits=(("train", "train"), ("validation", "validation"))),
+        doc_to_text=lambda d: f"Question: {d['goal']}\nAnswer:",
+        doc_to_choice=lambda d: [d["sol1"], d["sol2"]], doc_to_target=lambda d: d["label"]),
+    DocTask(
+        name="winogrande", kind="multiple_choice", multiple_input=True,
+        dataset=DatasetSpec("winogrande", hf_dir="winogrande/winogrande_xl"),
+        doc_to_text=lambda d: {"1": 0, "2": 1}[d["answer"]],
+        doc_to_target=lambda d: d["sentence"][d["sentence"].index("_") + 1:].strip(),
+        doc_to_choice=_winogrande_choices),
+    DocTask(
+        name="boolq", kind="multiple_choice",
+        dataset=DatasetSpec("boolq", hf_dir="boolq/none"), process_docs=_boolq_process_docs,
+        doc_to_text=lambda d: f"{d['passage']}\nQuestion: {d['question']}?\nAnswer:",
+        doc_to_choice=lambda d: ["no", "yes"], doc_to_target=lambda d: d["label"]),
+    DocTask(
+        name="openbookqa", kind="multiple_choice", eval_splits=("test", "validation"),
+        dataset=DatasetSpec("openbookqa", hf_dir="openbookqa/main"),
+        doc_to_text=lambda d: d["question_stem"],
+        doc_to_choice=lambda d: list(d["choices"]["text"]),
+        doc_to_target=lambda d: list(d["choices"]["label"]).index(d["answerKey"].lstrip())),
+    DocTask(
+        name="sciq", kind="multiple_choice", eval_splits=("test", "validation"),
+        dataset=DatasetSpec("sciq", hf_dir="sciq/none"),
+        doc_to_text=lambda d: f"{d['support'].lstrip()}\nQuestion: {d['question']}\nAnswer:",
+        doc_to_choice=lambda d: [d["distractor1"], d["distractor2"], d["distractor3"],
+                                 d["correct_answer"]],
+        doc_to_target=lambda d: 3),
+)
+
+# Metric lists as in the lm-eval configs: boolq and winogrande report acc only.
+METRICS = {"boolq": ("acc",), "winogrande": ("acc",)}
+
+
+def mmlu_task(subject: str) -> DocTask:
+  return DocTask(
+      name=f"mmlu_{subject}", kind="multiple_choice", eval_splits=("test",),
+      fewshot_split="dev", sampler="first_n",
+      dataset=DatasetSpec(f"mmlu_{subject}", hf_dir=f"hails/mmlu_no_train/{subject}"),
+      description=("The following are multiple choice questions (with answers) about "
+                   f"{' '.join(subject.split('_'))}.\n\n"),
+      doc_to_text=lambda d: (f"{d['question'].strip()}\nA. {d['choices'][0]}\n"
+                             f"B. {d['choices'][1]}\nC. {d['choices'][2]}\n"
+                             f"D. {d['choices'][3]}\nAnswer:"),
+      doc_to_choice=lambda d: ["A", "B", "C", "D"], doc_to_target=lambda d: d["answer"])
+
+
+def _register_all() -> None:
+  for task in TASKS:
+    names = METRICS.get(task.name, ("acc", "acc_norm"))
+    registry.register(task, metrics.multiple_choice(names),
+                      capability=cap.capability(task.name), chance=cap.chance(task.name))
+  for subject in MMLU_SUBJECTS:
+    registry.register(mmlu_task(subject), metrics.multiple_choice(("acc",)),
+                      capability=cap.EXAMINATION, chance=0.25, num_fewshot=5)
+  registry.register_group("mmlu", [f"mmlu_{s}" for s in MMLU_SUBJECTS],
+                          capability=cap.EXAMINATION, chance=0.25, num_fewshot=5)
+
+
+_register_all()

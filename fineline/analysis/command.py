@@ -1,0 +1,88 @@
+"""`fineline analyze --results RUN_OR_FILES… --output REPORT_DIR`.
+
+The report is written into a fresh sibling directory and moved into place at the end, so
+a failure never leaves a half-written report; an existing report directory is replaced,
+any other non-empty directory is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import shutil
+import sys
+import tempfile
+
+from fineline.analysis import findings
+from fineline.analysis import records
+from fineline.analysis import report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--results", nargs="+", required=True, metavar="RUN_OR_FILES",
+                      help="fineline run directories, result-record .jsonl/.json files, or "
+                           "directories of them")
+  parser.add_argument("--output", required=True, metavar="REPORT_DIR",
+                      help="directory to write the report into")
+  parser.add_argument("--budget_tokens", type=float, default=None,
+                      help="planned token budget for fitted predictions (default: 2x each "
+                           "series' last checkpoint)")
+  parser.add_argument("--target", type=float, default=None,
+                      help="normalised score whose token cost to predict (default: 90%% of "
+                           "each task's fitted asymptote)")
+  parser.add_argument("--window", type=int, default=4,
+                      help="checkpoints in the window that decides each task's phase")
+  parser.add_argument("--fit_min_r2", type=float, default=0.8,
+                      help="R² below which a fitted curve is not extrapolated")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+  if args.budget_tokens is not None and not args.budget_tokens > 0:
+    raise ValueError(f"--budget_tokens must be positive, got {args.budget_tokens}")
+  if args.target is not None and not 0 < args.target <= 1:
+    raise ValueError(f"--target is a normalised score in (0, 1], got {args.target}")
+  if args.window < 3:
+    raise ValueError(f"--window must be at least 3 checkpoints, got {args.window}")
+
+
+def _place(staging: pathlib.Path, output: pathlib.Path) -> None:
+  if output.exists():
+    if not output.is_dir():
+      raise FileExistsError(f"{output}: exists and is not a directory")
+    if any(output.iterdir()) and not (output / "analysis.json").is_file():
+      raise FileExistsError(f"{output}: a non-empty directory that is not a report; "
+                            "choose another --output")
+    old = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    output.rename(old / "report")
+    staging.rename(output)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    staging.rename(output)
+
+
+def run(args: argparse.Namespace) -> int:
+  _check_args(args)
+  output = pathlib.Path(args.output)
+  if output.exists() and not output.is_dir():
+    raise FileExistsError(f"{output}: exists and is not a directory")
+  series_list, notes = records.load_series(args.results)
+  for note in notes:
+    print(f"note: {note}", file=sys.stderr)
+  result = findings.analyze(series_list, notes, budget_tokens=args.budget_tokens,
+                            target=args.target, window=args.window, min_r2=args.fit_min_r2)
+  output.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+  try:
+    report.write_report(staging, series_list, result)
+    _place(staging, output)
+  except OSError as e:
+    if isinstance(e, (FileExistsError, PermissionError)):
+      raise
+    raise ValueError(f"writing the report to {output}: {e}") from e
+  finally:
+    if staging.exists():
+      shutil.rmtree(staging, ignore_errors=True)
+  for name, entry in result["series"].items():
+    print(f"{name}: " + " ".join(entry["verdict"]["text"]))
+  print(f"report: {output / 'report.md'} (and {output / 'index.html'})")
+  return 0

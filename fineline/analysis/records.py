@@ -1,0 +1,332 @@
+"""Reads evaluation result records (and a run's training metrics) into aligned series.
+
+A series is one model or run: its checkpoints sorted by training tokens, the training loss
+at each, and one `TaskTrack` per task with NaN where a checkpoint lacks the task. Nothing
+here judges the numbers; that is `stats` and `findings`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import math
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+# Preference order of a task's primary metric; the last two are lower-is-better.
+PRIMARY_METRICS = ("acc_norm", "acc", "exact_match", "bits_per_byte", "perplexity")
+LOWER_IS_BETTER = ("bits_per_byte", "perplexity")
+# Fallbacks for records that carry no `capability`/`chance`: (capability, chance), matched
+# on the task name's prefix, longest first.
+KNOWN_TASKS = {
+    "hellaswag": ("commonsense_reasoning", 0.25), "piqa": ("commonsense_reasoning", 0.5),
+    "winogrande": ("commonsense_reasoning", 0.5), "siqa": ("commonsense_reasoning", 1 / 3),
+    "social_iqa": ("commonsense_reasoning", 1 / 3), "copa": ("commonsense_reasoning", 0.5),
+    "commonsense_qa": ("commonsense_reasoning", 0.2), "arc": ("commonsense_reasoning", 0.25),
+    "openbookqa": ("commonsense_reasoning", 0.25), "sciq": ("world_knowledge", 0.25),
+    "triviaqa": ("world_knowledge", 0.0), "nq_open": ("world_knowledge", 0.0),
+    "boolq": ("reading_comprehension", 0.5), "lambada": ("reading_comprehension", 0.0),
+    "race": ("reading_comprehension", 0.25), "gsm8k": ("math", 0.0), "math": ("math", 0.0),
+    "humaneval": ("code", 0.0), "mbpp": ("code", 0.0), "mmlu": ("examination", 0.25),
+    "cmmlu": ("examination", 0.25), "ceval": ("examination", 0.25),
+    "wikitext": ("language_modeling", None), "pile": ("language_modeling", None),
+}
+LOSS_WINDOW_STEPS = 5  # logged training steps averaged into one checkpoint's loss
+
+
+@dataclasses.dataclass
+class TaskTrack:
+  """One task's primary metric across a series' checkpoints (NaN where missing)."""
+  name: str
+  capability: str
+  metric: str
+  chance: float | None  # None: no random baseline (lower-is-better metrics)
+  score: np.ndarray
+  stderr: np.ndarray
+
+  @property
+  def higher_is_better(self) -> bool:
+    return self.metric not in LOWER_IS_BETTER
+
+  @property
+  def normalized(self) -> np.ndarray:
+    """(score - chance) / (1 - chance); NaN for metrics without a baseline."""
+    if self.chance is None or self.chance >= 1:
+      return np.full_like(self.score, np.nan)
+    return (self.score - self.chance) / (1.0 - self.chance)
+
+  @property
+  def normalized_stderr(self) -> np.ndarray:
+    if self.chance is None or self.chance >= 1:
+      return np.full_like(self.score, np.nan)
+    return self.stderr / (1.0 - self.chance)
+
+  def oriented(self) -> tuple[np.ndarray, np.ndarray]:
+    """(value, stderr) where higher is better: log-perplexity and bits per byte negated."""
+    if self.metric == "perplexity":
+      with np.errstate(invalid="ignore", divide="ignore"):
+        return -np.log(self.score), self.stderr / self.score
+    if self.metric == "bits_per_byte":
+      return -self.score, self.stderr
+    return self.score, self.stderr
+
+
+@dataclasses.dataclass
+class Series:
+  """One model or run: checkpoints sorted by training tokens."""
+  name: str
+  source: str
+  tokens: np.ndarray
+  steps: list[int | None]
+  checkpoints: list[str]
+  loss: np.ndarray
+  loss_source: str | None
+  tasks: dict[str, TaskTrack]
+
+  @property
+  def groups(self) -> dict[str, list[str]]:
+    groups = collections.defaultdict(list)
+    for name, track in sorted(self.tasks.items()):
+      groups[track.capability].append(name)
+    return dict(sorted(groups.items()))
+
+
+@dataclasses.dataclass
+class _Source:
+  label: str  # run directory name, file stem or directory name
+  files: list[pathlib.Path]
+  metrics: pathlib.Path | None = None
+
+
+def known_task(name: str) -> tuple[str, float | None] | None:
+  for prefix in sorted(KNOWN_TASKS, key=len, reverse=True):
+    if name.lower().startswith(prefix):
+      return KNOWN_TASKS[prefix]
+  return None
+
+
+def _is_run_dir(path: pathlib.Path) -> bool:
+  return (path / "eval" / "results.jsonl").is_file()
+
+
+def _expand(path: pathlib.Path) -> list[_Source]:
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: no such file or directory")
+  if path.is_file():
+    return [_Source(path.stem, [path])]
+  if _is_run_dir(path):
+    metrics = path / "metrics.jsonl"
+    return [_Source(path.resolve().name, [path / "eval" / "results.jsonl"],
+                    metrics if metrics.is_file() else None)]
+  runs = [_expand(child)[0] for child in sorted(path.iterdir()) if _is_run_dir(child)]
+  files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))
+  if not runs and not files:
+    raise ValueError(f"{path}: holds no result records (expected eval/results.jsonl, "
+                     "run directories, or *.jsonl / *.json files)")
+  return runs + ([_Source(path.resolve().name, files)] if files else [])
+
+
+def _read_json_objects(path: pathlib.Path, notes: list[str]) -> list[tuple[str, Any]]:
+  """(location, object) pairs from a JSON document or a JSON-lines file."""
+  try:
+    text = path.read_text(encoding="utf-8")
+  except (OSError, UnicodeDecodeError) as e:
+    notes.append(f"{path}: unreadable ({e.__class__.__name__}: {e}); skipped")
+    return []
+  if path.suffix == ".json":
+    try:
+      doc = json.loads(text)
+      return [(f"{path}[{i}]", r) for i, r in enumerate(doc)] if isinstance(doc, list) else [
+          (str(path), doc)]
+    except json.JSONDecodeError:
+      pass  # maybe JSON lines under a .json name
+  objects = []
+  for lineno, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      objects.append((f"{path}:{lineno}", json.loads(line)))
+    except json.JSONDecodeError as e:
+      notes.append(f"{path}:{lineno}: not valid JSON ({e.msg}); skipped")
+  return objects
+
+
+def _number(value: Any) -> float | None:
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return None
+  return float(value) if math.isfinite(value) else None
+
+
+def _value(task: Any, key: str) -> float:
+  """task[key] as a float, NaN when the task or the number is missing."""
+  value = _number(task.get(key)) if isinstance(task, dict) else None
+  return np.nan if value is None else value
+
+
+def _check_record(record: Any) -> str | None:
+  """Why `record` is not a usable result record, or None."""
+  if not isinstance(record, dict):
+    return "not a JSON object"
+  if not isinstance(record.get("tasks"), dict) or not record["tasks"]:
+    return "no 'tasks' object"
+  for field in ("tokens", "step"):
+    if record.get(field) is not None and _number(record[field]) is None:
+      return f"'{field}' is {record[field]!r}, not a number"
+  return None
+
+
+def _read_metrics(path: pathlib.Path, notes: list[str]) -> list[dict[str, float]]:
+  rows = []
+  for _, obj in _read_json_objects(path, notes):
+    if isinstance(obj, dict) and _number(obj.get("step")) is not None:
+      rows.append({k: _number(v) for k, v in obj.items() if _number(v) is not None})
+  return sorted(rows, key=lambda r: r["step"])
+
+
+def _from_metrics(metrics: list[dict[str, float]], step: float | None) -> tuple[float | None,
+                                                                                 float | None]:
+  """(tokens, mean training loss of the last logged steps up to `step`)."""
+  if step is None or not metrics:
+    return None, None
+  upto = [m for m in metrics if m["step"] <= step]
+  losses = [m["loss"] for m in upto[-LOSS_WINDOW_STEPS:] if "loss" in m]
+  tokens = next((m["tokens"] for m in reversed(upto) if m["step"] == step and "tokens" in m), None)
+  if tokens is None and step > 0:  # constant batch: scale from the nearest logged step
+    with_tokens = [m for m in metrics if "tokens" in m and m["step"] > 0]
+    if with_tokens:
+      near = min(with_tokens, key=lambda m: abs(m["step"] - step))
+      tokens = near["tokens"] * step / near["step"]
+  return tokens, (float(np.mean(losses)) if losses else None)
+
+
+def _record_losses(record: dict[str, Any], metric_loss: float | None) -> dict[str, float]:
+  """Candidate losses of one checkpoint by source, most trusted first."""
+  found = {}
+  if metric_loss is not None:
+    found["training loss (metrics.jsonl)"] = metric_loss
+  if _number(record.get("loss")) is not None:
+    found["record loss"] = _number(record["loss"])
+  for name, task in sorted(record["tasks"].items()):
+    if not isinstance(task, dict):
+      continue
+    capability = task.get("capability") or (known_task(name) or ("", 0))[0]
+    if capability != "language_modeling":
+      continue
+    if _number(task.get("bits_per_byte")) is not None:
+      found.setdefault(f"{name} bits_per_byte", _number(task["bits_per_byte"]))
+    elif (_number(task.get("perplexity")) or 0) > 0:
+      found.setdefault(f"{name} log-perplexity", math.log(_number(task["perplexity"])))
+  return found
+
+
+def _build_series(name: str, label: str, entries: list[dict[str, Any]],
+                  notes: list[str]) -> Series:
+  by_tokens = {}
+  for entry in entries:
+    if entry["tokens"] in by_tokens:
+      notes.append(f"{name}: two records at {entry['tokens']:.4g} tokens; kept the later "
+                   f"({entry['where']})")
+    by_tokens[entry["tokens"]] = entry
+  entries = [by_tokens[t] for t in sorted(by_tokens)]
+  tokens = np.array([e["tokens"] for e in entries], dtype=float)
+  # One loss source for the whole series, so values are comparable.
+  counts = collections.Counter(s for e in entries for s in e["losses"])
+  order = list(dict.fromkeys(s for e in entries for s in e["losses"]))
+  loss_source = next((s for s in order if counts[s] * 2 >= len(entries)), None)
+  loss = np.array([e["losses"].get(loss_source, np.nan) for e in entries], dtype=float)
+  task_names = sorted({t for e in entries for t in e["record"]["tasks"]})
+  tasks = {}
+  for task in task_names:
+    track = _build_track(name, task, [e["record"]["tasks"].get(task) for e in entries], notes)
+    if track is not None:
+      tasks[task] = track
+  gaps = [t for t, tr in tasks.items() if np.isnan(tr.score).any()]
+  if gaps:
+    notes.append(f"{name}: tasks missing at some checkpoints (shown as gaps): "
+                 + ", ".join(f"{t} ({int(np.isnan(tasks[t].score).sum())}/{len(entries)})"
+                             for t in gaps))
+  return Series(name, label, tokens, [e["record"].get("step") for e in entries],
+                [str(e["record"].get("checkpoint") or e["where"]) for e in entries],
+                loss, loss_source, tasks)
+
+
+def _build_track(series: str, task: str, values: list[Any], notes: list[str]) -> TaskTrack | None:
+  present = [v for v in values if isinstance(v, dict)]
+  metric = next((m for m in PRIMARY_METRICS
+                 if any(_number(v.get(m)) is not None for v in present)), None)
+  if metric is None:
+    notes.append(f"{series}: task {task} has none of the metrics {', '.join(PRIMARY_METRICS)}; "
+                 "left out")
+    return None
+  known = known_task(task)
+  capabilities = collections.Counter(v["capability"] for v in present
+                                     if isinstance(v.get("capability"), str))
+  capability = capabilities.most_common(1)[0][0] if capabilities else (
+      known[0] if known else "other")
+  if len(capabilities) > 1:
+    notes.append(f"{series}: task {task} has capabilities {sorted(capabilities)}; "
+                 f"used {capability}")
+  chances = [_number(v.get("chance")) for v in present if _number(v.get("chance")) is not None]
+  if metric in LOWER_IS_BETTER:
+    chance = None
+  elif chances:
+    chance = chances[-1]
+  elif known and known[1] is not None:
+    chance = known[1]
+  else:
+    chance = 0.0
+    if metric != "exact_match":
+      notes.append(f"{series}: task {task} gives no chance level and is not a known task; "
+                   "normalised against 0")
+  score = np.array([_value(v, metric) for v in values], dtype=float)
+  stderr = np.array([_value(v, f"{metric}_stderr") for v in values], dtype=float)
+  if metric in ("acc", "acc_norm", "exact_match"):
+    # A mean of 0/1 scores without its stderr: the sample standard error from `n`.
+    counts = np.array([_value(v, "n") for v in values], dtype=float)
+    fill = np.isnan(stderr) & np.isfinite(score) & (counts > 1)
+    stderr[fill] = np.sqrt(score[fill] * (1 - score[fill]) / (counts[fill] - 1))
+  return TaskTrack(task, capability, metric, chance, score, stderr)
+
+
+def load_series(paths: Sequence[str | pathlib.Path]) -> tuple[list[Series], list[str]]:
+  """Reads run directories, record files or directories of them into series.
+
+  Returns (series sorted by name, notes on what was skipped or filled in). Raises
+  FileNotFoundError for a missing path and ValueError when no usable record remains.
+  """
+  notes: list[str] = []
+  sources = list({tuple(f.resolve() for f in s.files): s
+                  for p in paths for s in _expand(pathlib.Path(p))}.values())  # given twice
+  grouped = collections.defaultdict(list)
+  for source in sources:
+    metrics = _read_metrics(source.metrics, notes) if source.metrics else []
+    for path in source.files:
+      for where, record in _read_json_objects(path, notes):
+        problem = _check_record(record)
+        if problem:
+          notes.append(f"{where}: {problem}; skipped")
+          continue
+        step = _number(record.get("step"))
+        metric_tokens, metric_loss = _from_metrics(metrics, step)
+        tokens = _number(record.get("tokens"))
+        if tokens is None and metric_tokens is not None:
+          tokens = metric_tokens
+          notes.append(f"{where}: no token count in the record; took {tokens:.6g} from "
+                       f"{source.metrics.name} at step {step:g}")
+        if tokens is None:
+          notes.append(f"{where}: no token count (record or training metrics); skipped")
+          continue
+        model = record.get("model") if isinstance(record.get("model"), str) else None
+        grouped[(model or source.label, source.label)].append(
+            {"where": where, "record": record, "tokens": tokens,
+             "losses": _record_losses(record, metric_loss)})
+  if not grouped:
+    detail = ("; ".join(notes[:5])) if notes else "the inputs hold no records"
+    raise ValueError(f"no usable result records in {', '.join(map(str, paths))}: {detail}")
+  names = collections.Counter(model for model, _ in grouped)
+  series = [_build_series(model if names[model] == 1 else f"{model} ({label})", label, entries,
+                          notes) for (model, label), entries in grouped.items()]
+  return sorted(series, key=lambda s: s.name), notes

@@ -1,0 +1,296 @@
+"""Hugging Face LLaMA ↔ fineline: tensor names, layouts, config, whole-directory conversion.
+
+Layouts (HF `nn.Linear` weights are out×in; fineline keeps in×out with heads split out):
+  model.embed_tokens.weight        V×D        ↔ embedding                 V×D
+  model.layers.i.self_attn.q_proj  (H·Dh)×D   ↔ layers_i/attn/q           D×H×Dh  = W.T.reshape
+  ….k_proj / v_proj                (K·Dh)×D   ↔ layers_i/attn/{k,v}       D×K×Dh
+  ….o_proj                         D×(H·Dh)   ↔ layers_i/attn/o           H×Dh×D  = W.T.reshape
+  model.layers.i.mlp.{gate,up}_proj F×D       ↔ layers_i/mlp/{gate,up}    D×F     = W.T
+  model.layers.i.mlp.down_proj     D×F        ↔ layers_i/mlp/down         F×D     = W.T
+  ….input_layernorm / post_attention_layernorm ↔ layers_i/{attn,mlp}_norm/scale
+  model.norm.weight                            ↔ final_norm/scale
+  lm_head.weight                   V×D        ↔ lm_head                   D×V     (untied only)
+
+No q/k permutation is needed: HF's LLaMA applies rotary embedding in the half-split
+(`rotate_half`) layout, and so does fineline. (Meta's original weights and EasyLM use
+interleaved pairs; converters from those permute q/k rows, converters from HF must not.)
+
+Conversions stream tensor by tensor, so peak memory stays near one copy of the model, and
+write into a staging directory beside the output that is renamed into place only when
+complete: on any error nothing is left at the output path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+from tqdm import tqdm
+
+from fineline import checkpointing
+from fineline.convert import weights_io
+from fineline.models import presets
+from fineline.models.config import LlamaConfig
+
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json")
+# Buffers some older PyTorch checkpoints carry; recomputed from the config, not weights.
+_IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
+_PROGRESS_MIN_TENSORS = 8
+DEFAULT_MAX_SHARD_BYTES = 2 << 30
+
+
+def tensor_layout(cfg: LlamaConfig) -> dict[str, tuple[tuple[str, ...], tuple[int, ...], str]]:
+  """HF tensor name → (fineline path, HF shape, kind), in HF's order. kind: how the HF
+  matrix maps onto the fineline array (see `to_fineline` / `to_hf`)."""
+  D, F, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+  H, K, Dh = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
+  layout = {"model.embed_tokens.weight": (("embedding",), (V, D), "same")}
+  for i in range(cfg.num_layers):
+    hf, ours = f"model.layers.{i}.", f"layers_{i}"
+    layout.update({
+        hf + "self_attn.q_proj.weight": ((ours, "attn", "q"), (H * Dh, D), "in_heads"),
+        hf + "self_attn.k_proj.weight": ((ours, "attn", "k"), (K * Dh, D), "in_heads"),
+        hf + "self_attn.v_proj.weight": ((ours, "attn", "v"), (K * Dh, D), "in_heads"),
+        hf + "self_attn.o_proj.weight": ((ours, "attn", "o"), (D, H * Dh), "heads_out"),
+        hf + "mlp.gate_proj.weight": ((ours, "mlp", "gate"), (F, D), "transpose"),
+        hf + "mlp.up_proj.weight": ((ours, "mlp", "up"), (F, D), "transpose"),
+        hf + "mlp.down_proj.weight": ((ours, "mlp", "down"), (D, F), "transpose"),
+        hf + "input_layernorm.weight": ((ours, "attn_norm", "scale"), (D,), "same"),
+        hf + "post_attention_layernorm.weight": ((ours, "mlp_norm", "scale"), (D,), "same"),
+    })
+  layout["model.norm.weight"] = (("final_norm", "scale"), (D,), "same")
+  if not cfg.tie_embeddings:
+    layout["lm_head.weight"] = (("lm_head",), (V, D), "transpose")
+  return layout
+
+
+def to_fineline(w: np.ndarray, kind: str, cfg: LlamaConfig) -> np.ndarray:
+  Dh = cfg.resolved_head_dim
+  if kind == "same":
+    return w
+  if kind == "transpose":
+    return np.ascontiguousarray(w.T)
+  if kind == "in_heads":  # (N·Dh)×D → D×N×Dh
+    return np.ascontiguousarray(w.T).reshape(w.shape[1], w.shape[0] // Dh, Dh)
+  if kind == "heads_out":  # D×(H·Dh) → H×Dh×D
+    return np.ascontiguousarray(w.T).reshape(w.shape[1] // Dh, Dh, w.shape[0])
+  raise ValueError(kind)
+
+
+def to_hf(x: np.ndarray, kind: str) -> np.ndarray:
+  if kind == "same":
+    return x
+  if kind == "transpose":
+    return np.ascontiguousarray(x.T)
+  if kind == "in_heads":  # D×N×Dh → (N·Dh)×D
+    return np.ascontiguousarray(x.reshape(x.shape[0], -1).T)
+  if kind == "heads_out":  # H×Dh×D → D×(H·Dh)
+    return np.ascontiguousarray(x.reshape(-1, x.shape[-1]).T)
+  raise ValueError(kind)
+
+
+def read_hf_config(directory: str) -> tuple[dict, LlamaConfig]:
+  path = os.path.join(directory, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no config.json in the Hugging Face checkpoint directory")
+  try:
+    with open(path) as f:
+      hf = json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{path}: not valid JSON ({e})") from e
+  try:
+    return hf, presets.from_hf_config(hf)
+  except (KeyError, TypeError) as e:
+    raise ValueError(f"{path}: missing or malformed field {e}") from e
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from e
+
+
+def load_hf_checkpoint(directory: str, dtype: str | None = None):
+  """An HF LLaMA directory imported in memory: (params, LlamaConfig, tokenizer_dir | None).
+
+  params: host numpy arrays, unscanned tree, in the stored dtype unless `dtype` is given
+  (the config's `param_dtype` says which). tokenizer_dir is `directory` when it holds
+  tokenizer files.
+  """
+  _, cfg = read_hf_config(directory)
+  params, cfg = _read_params(directory, cfg, weights_io.as_dtype(dtype))
+  return params, cfg, (directory if _tokenizer_files(directory) else None)
+
+
+def _read_params(directory: str, cfg: LlamaConfig, dtype):
+  files = weights_io.WeightFiles(directory)
+  layout = tensor_layout(cfg)
+  available = files.tensor_names()
+  tied_head = cfg.tie_embeddings and "lm_head.weight" in available
+  missing = [n for n in layout if n not in available]
+  extra = [n for n in available if n not in layout and not _IGNORED.fullmatch(n)
+           and not (tied_head and n == "lm_head.weight")]
+  if missing or extra:
+    parts = []
+    if missing:
+      parts.append(f"missing tensor(s) {_few(missing)}")
+    if extra:
+      parts.append(f"unexpected tensor(s) {_few(extra)} (in {available[extra[0]]})")
+    raise ValueError(f"{directory}: weights do not match config.json "
+                     f"({cfg.num_layers} layers, tie_word_embeddings={cfg.tie_embeddings}): "
+                     + "; ".join(parts))
+  params: dict = {}
+  head_of_tied = None
+  progress = tqdm(total=len(layout), desc="reading HF weights", unit="tensor",
+                  disable=len(layout) <= _PROGRESS_MIN_TENSORS)
+  with progress:
+    for name, w in files.iter_tensors(wanted=lambda n: n in layout or (tied_head and n == "lm_head.weight")):
+      if name not in layout:  # lm_head of a tied model: must be the embedding itself
+        head_of_tied = w
+        continue
+      path, shape, kind = layout[name]
+      if tuple(w.shape) != shape:
+        raise ValueError(f"{files.path(available[name])}: tensor {name!r} has shape "
+                         f"{tuple(w.shape)}, expected {shape} from config.json")
+      if dtype is not None and w.dtype != dtype:
+        w = w.astype(dtype)
+      _set(params, path, to_fineline(w, kind, cfg))
+      del w
+      progress.update()
+  if head_of_tied is not None and not np.array_equal(
+      head_of_tied.astype(params["embedding"].dtype), params["embedding"]):
+    raise ValueError(f"{directory}: config.json ties the embeddings but lm_head.weight differs "
+                     "from model.embed_tokens.weight")
+  param_dtype = weights_io.dtype_name(params["embedding"].dtype)
+  return params, cfg.replace(param_dtype=param_dtype)
+
+
+def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
+              overwrite: bool = False) -> LlamaConfig:
+  """Converts an HF LLaMA directory into a fineline checkpoint (params, meta, tokenizer/)."""
+  _check_output(out_ckpt, overwrite)
+  _, cfg = read_hf_config(src_dir)
+  params, cfg = _read_params(src_dir, cfg, weights_io.as_dtype(dtype))
+  with _staged_output(out_ckpt, overwrite) as staging:
+    checkpointing.save_params(staging, params, cfg, step=0, tokens=0,
+                              source={"hf_dir": os.path.abspath(src_dir)})
+    del params
+    tokenizer_files = _tokenizer_files(src_dir)
+    if tokenizer_files:
+      os.makedirs(os.path.join(staging, "tokenizer"))
+      for fname in tokenizer_files:
+        shutil.copy2(os.path.join(src_dir, fname), os.path.join(staging, "tokenizer", fname))
+  return cfg
+
+
+def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool = False,
+              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> LlamaConfig:
+  """Writes a fineline checkpoint as an HF LLaMA directory: config.json,
+  generation_config.json, safetensors shards + index, tokenizer files when known."""
+  _check_output(out_dir, overwrite)
+  params, cfg, _ = checkpointing.load_params(ckpt, as_numpy=True, scan_layers=False)
+  cast = weights_io.as_dtype(dtype)
+  layout = tensor_layout(cfg)
+  out_dtype = cast or params["embedding"].dtype
+  planned = [(name, int(np.prod(shape)) * np.dtype(out_dtype).itemsize)
+             for name, (_, shape, _) in layout.items()]
+  with _staged_output(out_dir, overwrite) as staging:
+    os.makedirs(staging)
+    writer = weights_io.ShardedSafetensorsWriter(staging, planned, max_shard_bytes)
+    for name, (path, shape, kind) in tqdm(layout.items(), desc="writing HF weights",
+                                          unit="tensor", disable=len(layout) <= _PROGRESS_MIN_TENSORS):
+      x = _pop(params, path, ckpt)  # dropped from the tree: the shard writer now owns it
+      w = to_hf(x if cast is None else x.astype(cast), kind)
+      del x
+      if tuple(w.shape) != shape:
+        raise ValueError(f"{ckpt}: parameter {'/'.join(path)} gives {name!r} of shape "
+                         f"{tuple(w.shape)}, expected {shape} from its model_config")
+      writer.add(name, w)
+      del w
+    leftover = list(_leaf_paths(params))
+    if leftover:
+      raise ValueError(f"{ckpt}: parameters with no Hugging Face counterpart: {leftover}")
+    writer.close()
+    hf_config = presets.to_hf_config(cfg, torch_dtype=weights_io.dtype_name(out_dtype))
+    _write_json(os.path.join(staging, "config.json"), hf_config)
+    _write_json(os.path.join(staging, "generation_config.json"),
+                {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id})
+    tokenizer_dir = find_tokenizer_dir(ckpt)
+    for fname in _tokenizer_files(tokenizer_dir) if tokenizer_dir else ():
+      shutil.copy2(os.path.join(tokenizer_dir, fname), os.path.join(staging, fname))
+  return cfg
+
+
+def find_tokenizer_dir(ckpt: str) -> str | None:
+  """`<ckpt>/tokenizer`, or for a run's checkpoint `MODEL_DIR/tokenizer`."""
+  ckpt = os.path.abspath(ckpt)
+  for candidate in (os.path.join(ckpt, "tokenizer"),
+                    os.path.join(os.path.dirname(os.path.dirname(ckpt)), "tokenizer")):
+    if _tokenizer_files(candidate):
+      return candidate
+  return None
+
+
+def _tokenizer_files(directory: str) -> list[str]:
+  if not os.path.isdir(directory):
+    return []
+  return [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(directory, f))]
+
+
+def _check_output(out: str, overwrite: bool) -> None:
+  if os.path.lexists(out) and not overwrite:
+    raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def _staged_output(out: str, overwrite: bool):
+  """Yields a path to build the output at; moves it to `out` only if the block succeeds."""
+  out = os.path.abspath(out)
+  _check_output(out, overwrite)
+  parent = os.path.dirname(out)
+  os.makedirs(parent, exist_ok=True)
+  staging_root = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+  try:
+    result = os.path.join(staging_root, "result")
+    yield result
+    if os.path.lexists(out):
+      os.rename(out, os.path.join(staging_root, "replaced"))
+    os.rename(result, out)
+  finally:
+    shutil.rmtree(staging_root, ignore_errors=True)
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def _pop(tree: dict, path: tuple[str, ...], ckpt: str):
+  try:
+    for key in path[:-1]:
+      tree = tree[key]
+    return np.asarray(tree.pop(path[-1]))
+  except KeyError:
+    raise ValueError(f"{ckpt}: checkpoint has no parameter {'/'.join(path)}") from None
+
+
+def _leaf_paths(tree, prefix=""):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _leaf_paths(value, f"{prefix}{key}/")
+    else:
+      yield prefix + key
+
+
+def _few(names: list[str], n: int = 4) -> str:
+  shown = ", ".join(repr(x) for x in names[:n])
+  return shown + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _write_json(path: str, obj) -> None:
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=2)
+    f.write("\n")

@@ -1,0 +1,231 @@
+"""Streaming reads and writes of Hugging Face weight files (safetensors and PyTorch `.bin`).
+
+Reading yields one tensor at a time as a host numpy array in its stored dtype (bfloat16 as
+`ml_dtypes.bfloat16`), so a caller that converts and keeps each tensor holds about one copy
+of the model. Writing emits safetensors shards one at a time straight from the arrays'
+memory, bfloat16 included, without passing through float32.
+
+PyTorch `.bin` files are pickles; they are opened with `torch.load(weights_only=True)`,
+which refuses anything but tensors and plain containers, and memory-mapped where the file
+format allows. torch is needed only for them and is imported only then.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import ml_dtypes
+import numpy as np
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+SAFETENSORS_SINGLE = "model.safetensors"
+BIN_INDEX = "pytorch_model.bin.index.json"
+BIN_SINGLE = "pytorch_model.bin"
+
+_ST_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
+              np.dtype(ml_dtypes.bfloat16): "bfloat16", np.dtype(np.float64): "float64"}
+
+
+def as_dtype(name: str | None):
+  """numpy dtype for a name such as "bfloat16", "float32", "float16" (None stays None)."""
+  if name is None:
+    return None
+  if name in ("bfloat16", "bf16"):
+    return np.dtype(ml_dtypes.bfloat16)
+  try:
+    dtype = np.dtype({"fp32": "float32", "fp16": "float16"}.get(name, name))
+  except TypeError:
+    dtype = None
+  if dtype not in _ST_DTYPES:
+    raise ValueError(f"unsupported dtype {name!r}; use float32, bfloat16 or float16")
+  return dtype
+
+
+def dtype_name(dtype) -> str:
+  return _ST_DTYPES[np.dtype(dtype)]
+
+
+class WeightFiles:
+  """The weight files of an HF checkpoint directory and which tensor lives in which file."""
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    if not os.path.isdir(directory):
+      raise FileNotFoundError(f"{directory}: no such directory")
+    names = set(os.listdir(directory))
+    if SAFETENSORS_INDEX in names:
+      self.kind, self.files = "safetensors", self._indexed(SAFETENSORS_INDEX)
+    elif SAFETENSORS_SINGLE in names:
+      self.kind, self.files = "safetensors", [SAFETENSORS_SINGLE]
+    elif BIN_INDEX in names:
+      self.kind, self.files = "bin", self._indexed(BIN_INDEX)
+    elif BIN_SINGLE in names:
+      self.kind, self.files = "bin", [BIN_SINGLE]
+    else:
+      raise FileNotFoundError(
+          f"{directory}: no weights found (expected {SAFETENSORS_SINGLE}, {SAFETENSORS_INDEX}, "
+          f"{BIN_SINGLE} or {BIN_INDEX})")
+    for fname in self.files:
+      if not os.path.isfile(self.path(fname)):
+        raise FileNotFoundError(f"{self.path(fname)}: weight file listed in the index is missing")
+
+  def _indexed(self, index_name: str) -> list[str]:
+    index_path = os.path.join(self.directory, index_name)
+    try:
+      with open(index_path) as f:
+        self.weight_map = dict(json.load(f)["weight_map"])
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"{index_path}: unreadable index ({e})") from e
+    return sorted(set(self.weight_map.values()))
+
+  def path(self, fname: str) -> str:
+    return os.path.join(self.directory, fname)
+
+  def tensor_names(self) -> dict[str, str]:
+    """name → file, read from the index or the safetensors headers (cheap); for an
+    unindexed `.bin` the file is opened (memory-mapped) to list its tensors."""
+    if getattr(self, "weight_map", None) is not None:
+      return dict(self.weight_map)
+    names = {}
+    for fname in self.files:
+      for name in (_safetensors_keys(self.path(fname)) if self.kind == "safetensors"
+                   else _bin_state(self.path(fname)).keys()):
+        names[name] = fname
+    return names
+
+  def iter_tensors(self, wanted=None) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, array) for every tensor, file by file; `wanted(name)` False skips a tensor
+    without reading it."""
+    for fname in self.files:
+      path = self.path(fname)
+      if self.kind == "safetensors":
+        yield from _iter_safetensors(path, wanted)
+      else:
+        yield from _iter_bin(path, wanted)
+
+
+def _safetensors_keys(path: str) -> list[str]:
+  from safetensors import safe_open
+  try:
+    with safe_open(path, framework="numpy") as f:
+      return list(f.keys())
+  except Exception as e:  # SafetensorError, OSError: the message names the file either way
+    raise ValueError(f"{path}: unreadable safetensors file ({e})") from e
+
+
+def _iter_safetensors(path, wanted):
+  from safetensors import safe_open
+  try:
+    handle = safe_open(path, framework="numpy")
+  except Exception as e:
+    raise ValueError(f"{path}: unreadable safetensors file ({e})") from e
+  with handle as f:
+    for name in f.keys():
+      if wanted is not None and not wanted(name):
+        continue
+      try:
+        array = f.get_tensor(name)
+      except Exception as e:
+        raise ValueError(f"{path}: cannot read tensor {name!r} ({e})") from e
+      yield name, array
+
+
+def _bin_state(path: str):
+  try:
+    import torch
+  except ImportError as e:
+    raise ValueError(f"{path}: reading PyTorch .bin checkpoints needs torch "
+                     "(pip install 'fineline[test]' or torch)") from e
+  try:
+    try:
+      return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+      if "mmap" not in str(e):  # only the legacy (non-zip) format cannot be memory-mapped
+        raise
+      return torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:
+    raise ValueError(f"{path}: unreadable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _iter_bin(path, wanted):
+  import torch
+  state = _bin_state(path)
+  if not isinstance(state, dict):
+    raise ValueError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
+  for name in list(state):
+    tensor = state.pop(name)
+    if wanted is not None and not wanted(name):
+      continue
+    if not isinstance(tensor, torch.Tensor):
+      raise ValueError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
+    yield name, torch_to_numpy(tensor)
+  del state
+
+
+def torch_to_numpy(tensor) -> np.ndarray:
+  """A host copy in the same dtype; bfloat16 goes through its bits, not through float32."""
+  import torch
+  tensor = tensor.detach().cpu().contiguous()
+  if tensor.dtype == torch.bfloat16:
+    return tensor.view(torch.int16).numpy().copy().view(ml_dtypes.bfloat16)
+  return tensor.numpy().copy()
+
+
+class ShardedSafetensorsWriter:
+  """Writes tensors into `model-0000i-of-0000n.safetensors` shards of at most
+  `max_shard_bytes` each (a single `model.safetensors` when one suffices) plus
+  `model.safetensors.index.json`. Tensors are written shard by shard in the order given and
+  dropped once on disk; the shard count comes from `planned_bytes`, so file names are final
+  when written."""
+
+  def __init__(self, out_dir: str, planned: list[tuple[str, int]], max_shard_bytes: int):
+    self.out_dir = out_dir
+    self.groups: list[list[str]] = [[]]
+    size = 0
+    for name, nbytes in planned:
+      if self.groups[-1] and size + nbytes > max_shard_bytes:
+        self.groups.append([])
+        size = 0
+      self.groups[-1].append(name)
+      size += nbytes
+    n = len(self.groups)
+    self.file_of = {name: (SAFETENSORS_SINGLE if n == 1 else
+                           f"model-{i + 1:05d}-of-{n:05d}.safetensors")
+                    for i, group in enumerate(self.groups) for name in group}
+    self.pending: dict[str, np.ndarray] = {}
+    self.written: set[str] = set()
+    self.total_bytes = 0
+    self._next_group = 0
+
+  def add(self, name: str, array: np.ndarray) -> None:
+    if name not in self.file_of:
+      raise ValueError(f"tensor {name!r} was not planned for this export")
+    self.pending[name] = np.ascontiguousarray(array)
+    while (self._next_group < len(self.groups)
+           and all(n in self.pending for n in self.groups[self._next_group])):
+      self._flush(self.groups[self._next_group])
+      self._next_group += 1
+
+  def _flush(self, group: list[str]) -> None:
+    from safetensors import TensorSpec, serialize_file
+    arrays = {name: self.pending.pop(name) for name in group}
+    specs = {name: TensorSpec(dtype=dtype_name(a.dtype), shape=list(a.shape),
+                              data_ptr=a.ctypes.data, data_len=a.nbytes)
+             for name, a in arrays.items()}
+    # `arrays` keeps every buffer alive while the serializer reads from the raw pointers.
+    serialize_file(specs, os.path.join(self.out_dir, self.file_of[group[0]]),
+                   metadata={"format": "pt"})
+    self.total_bytes += sum(a.nbytes for a in arrays.values())
+    self.written.update(group)
+
+  def close(self) -> None:
+    missing = [name for name in self.file_of if name not in self.written]
+    if missing:
+      raise ValueError(f"export incomplete: tensors never written: {missing[:5]}")
+    if len(self.groups) > 1:
+      index = {"metadata": {"total_size": self.total_bytes},
+               "weight_map": dict(sorted(self.file_of.items()))}
+      with open(os.path.join(self.out_dir, SAFETENSORS_INDEX), "w") as f:
+        json.dump(index, f, indent=2)

@@ -1,0 +1,173 @@
+"""`fineline eval`: score checkpoints on downstream tasks.
+
+  fineline eval --checkpoint PATH --tasks hellaswag,arc_easy --limit 200 --num_fewshot 0 \\
+      --data_dir DIR --output results.json
+  fineline eval --checkpoints RUN_DIR|HF_SERIES_DIR|LIST_FILE|CKPT … --output series.jsonl
+
+PATH is a fineline checkpoint or a Hugging Face LLaMA directory (converted in memory). The
+tokenizer is <ckpt>/tokenizer/ (or MODEL_DIR/tokenizer/ for a run's checkpoint, or the HF
+directory itself) unless --tokenizer names one. Tasks are looked up in seqio's registry
+after importing --task_modules. A series writes one record per checkpoint and resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+
+from fineline.evaluation import series as series_lib
+from fineline.evaluation import tasks as task_lib
+
+DEFAULT_TASKS = ("hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "boolq",
+                 "openbookqa", "sciq")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  which = parser.add_mutually_exclusive_group(required=True)
+  which.add_argument("--checkpoint", help="a fineline checkpoint or a Hugging Face LLaMA dir")
+  which.add_argument("--checkpoints", nargs="+", metavar="PATH",
+                     help="run dirs, dirs of checkpoints, list files or checkpoints")
+  parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
+                      help="comma-separated task names (default: %(default)s)")
+  parser.add_argument("--num_fewshot", type=int, default=None,
+                      help="few-shot examples for every task (default: each task's own)")
+  parser.add_argument("--limit", type=int, default=None, help="first N documents per task")
+  parser.add_argument("--data_dir", default=None,
+                      help="evaluation data (default: $FINELINE_DATA_DIR, else "
+                           "~/.cache/fineline/eval_data; fill it with tools/get_eval_data.sh)")
+  parser.add_argument("--output", required=True,
+                      help="result record (JSON) or, with --checkpoints, records (JSONL)")
+  parser.add_argument("--samples", default=None,
+                      help="also write per-request log-likelihoods / generations (JSONL)")
+  parser.add_argument("--batch_size", type=int, default=16)
+  parser.add_argument("--max_length", type=int, default=None,
+                      help="context window for scoring (default: the model's)")
+  parser.add_argument("--tokenizer", default=None, help="tokenizer file or directory")
+  parser.add_argument("--dtype", default=None, help="parameter dtype for HF checkpoints")
+  parser.add_argument("--model", default=None, help="model name for the record")
+  parser.add_argument("--step", type=int, default=None, help="step for the record")
+  parser.add_argument("--tokens", type=int, default=None, help="tokens seen for the record")
+  parser.add_argument("--task_modules", default=",".join(task_lib.DEFAULT_TASK_MODULES),
+                      help="modules that register the tasks (default: %(default)s)")
+  parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("absl").setLevel(logging.WARNING)  # seqio's per-task chatter
+  from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+  names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+  settings = task_lib.Settings(data_dir=args.data_dir, num_fewshot=args.num_fewshot,
+                               limit=args.limit)
+  modules = [m.strip() for m in args.task_modules.split(",") if m.strip()]
+  if args.checkpoint:
+    ckpt = series_lib.discover([args.checkpoint])[0]
+    ckpt = series_lib.Checkpoint(ckpt.path, _first(args.step, ckpt.step),
+                                 _first(args.tokens, ckpt.tokens))
+  else:
+    checkpoints = series_lib.discover(args.checkpoints)
+  suite = evaluator.TaskSuite(names, settings, modules)
+  if not suite.prepared:
+    raise FileNotFoundError("no task could be prepared:\n  " + "\n  ".join(
+        f"{t}: {e}" for t, e in suite.errors.items()))
+  one = _Evaluate(suite, args)
+  if args.checkpoint:
+    record = one(ckpt)
+    _write_json(args.output, record)
+    _print_summary(record)
+    return 0 if not record.get("errors") else 1
+  n = series_lib.evaluate_series(checkpoints, args.output, one, progress=not args.quiet)
+  print(f"evaluated {n} checkpoint(s); {len(checkpoints) - n} already in {args.output}")
+  return 0
+
+
+class _Evaluate:
+  """checkpoint → record, reusing one scorer while the architecture stays the same."""
+
+  def __init__(self, suite, args):
+    self.suite, self.args, self.scorer, self.key = suite, args, None, None
+
+  def __call__(self, ckpt: series_lib.Checkpoint) -> dict:
+    from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+    params, cfg, meta, tokenizer = load_checkpoint(ckpt.path, tokenizer=self.args.tokenizer,
+                                                   dtype=self.args.dtype)
+    scorer = self._scorer(params, cfg, tokenizer)
+    samples = [] if self.args.samples else None
+    results = self.suite.run(scorer, step=ckpt.step, progress=not self.args.quiet,
+                             samples=samples)
+    if samples is not None:
+      mode = "a" if self.args.checkpoints else "w"
+      with open(self.args.samples, mode) as f:
+        for row in samples:
+          f.write(json.dumps({"checkpoint": ckpt.path, **row}) + "\n")
+    return evaluator.make_record(
+        results, model=self.args.model or meta.get("model") or ckpt.path,
+        checkpoint=ckpt.path, step=ckpt.step, tokens=ckpt.tokens,
+        errors=self.suite.last_errors)
+
+  def _scorer(self, params, cfg, tokenizer: str):
+    from fineline import tokenizers  # pylint: disable=import-outside-toplevel
+    from fineline.evaluation.scorer import Scorer  # pylint: disable=import-outside-toplevel
+    key = (json.dumps(cfg.to_dict(), sort_keys=True), os.path.realpath(tokenizer))
+    if self.scorer is None or key != self.key:
+      self.scorer = Scorer(cfg, params, tokenizers.load_vocabulary(tokenizer),
+                           batch_size=self.args.batch_size, max_length=self.args.max_length)
+      self.key = key
+    self.scorer.params = params  # the jitted functions stay compiled across checkpoints
+    return self.scorer
+
+
+def load_checkpoint(path: str, *, tokenizer: str | None = None, dtype: str | None = None):
+  """(params on the default device, LlamaConfig, meta, tokenizer path) of a fineline or HF
+  checkpoint directory."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from fineline import checkpointing  # pylint: disable=import-outside-toplevel
+  if series_lib.is_fineline_checkpoint(path):
+    params, cfg, meta = checkpointing.load_params(path)
+    from fineline.convert import hf  # pylint: disable=import-outside-toplevel
+    tokenizer_dir = hf.find_tokenizer_dir(path)
+  elif series_lib.is_hf_checkpoint(path):
+    from fineline.convert import hf  # pylint: disable=import-outside-toplevel
+    params, cfg, tokenizer_dir = hf.load_hf_checkpoint(path, dtype=dtype)
+    params, meta = jax.device_put(params), {}
+  else:
+    raise FileNotFoundError(f"{path}: neither a fineline checkpoint (meta/) nor a Hugging "
+                            "Face checkpoint (config.json)")
+  tokenizer = tokenizer or tokenizer_dir
+  if not tokenizer:
+    raise FileNotFoundError(f"{path}: no tokenizer found beside the checkpoint; pass "
+                            "--tokenizer")
+  return params, cfg, meta, tokenizer
+
+
+def _first(a, b):
+  return a if a is not None else b
+
+
+def _write_json(path: str, obj) -> None:
+  """Written beside the target and renamed: no half-written output on failure."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=2)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def _print_summary(record: dict) -> None:
+  for task, m in record["tasks"].items():
+    metric = m.get("primary_metric", "acc")
+    value, err = m.get(metric), m.get(f"{metric}_stderr")
+    err_text = f" ± {err:.4f}" if isinstance(err, float) else ""
+    print(f"{task:<16} {metric:<14} {value:.4f}{err_text}  (n={m['n']}, "
+          f"{m['num_fewshot']}-shot, {m['capability']})")
+  for task, error in record.get("errors", {}).items():
+    print(f"{task:<16} FAILED: {error}")

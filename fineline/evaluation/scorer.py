@@ -1,0 +1,231 @@
+"""Batched log-likelihood scoring and greedy generation on the (possibly sharded) model.
+
+Scores equal lm-evaluation-harness's (tokenisation in `requests`); the work is arranged for
+speed:
+- requests with the same context share one forward pass over it: the context fills a KV
+  cache, whose rows are then gathered once per continuation, and the continuations attend
+  to it at each row's own offset instead of recomputing the context per choice;
+- the LM head and log-softmax run on continuation positions only (the context pass's
+  logits are dead code that XLA drops), and only per-request sums and greedy flags leave
+  the device;
+- batches are sorted by length and padded to a few static shapes (`bucket`), so each
+  jitted function compiles a bounded number of times.
+With a `mesh`, batches are split over its data axes and the parameters stay where they
+are (the training shardings), so scoring runs on the live train state.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from fineline.evaluation import generate as generate_lib
+from fineline.evaluation import requests as requests_lib
+from fineline.models import llama
+from fineline.models.config import LlamaConfig
+
+Loglikelihood = requests_lib.Loglikelihood
+Generate = requests_lib.Generate
+
+# Continuation tokens (rows × padded length) per scoring call: bounds the B×S×V logits.
+_TOKENS_PER_CALL = 2048
+
+
+def bucket(n: int, minimum: int = 16) -> int:
+  """The padded size for `n`: the next of minimum·{1, 1.5, 2, 3, 4, 6, …} at or above n."""
+  size = minimum
+  while size < n:
+    if size < 4:
+      size *= 2
+    else:
+      size = size * 3 // 2 if (size & (size - 1)) == 0 else size * 4 // 3
+  return size
+
+
+class Scorer:
+  """lm-eval-compatible scoring of one model's parameters.
+
+  `params` is the unscanned or scanned tree matching `model_cfg.scan_layers`; with `mesh`
+  and `shardings` (the tree of NamedShardings of `params`) the parameters are placed there
+  (a no-op when they already are) and batches are split over the mesh's data axes.
+  """
+
+  def __init__(self, model_cfg: LlamaConfig, params, vocab, *, batch_size: int = 16,
+               max_length: int | None = None, mesh=None, shardings=None):
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be positive, got {batch_size}")
+    self.cfg = model_cfg
+    self.vocab = vocab
+    self.batch_size = batch_size
+    self.max_length = max_length or model_cfg.max_length
+    self.mesh = mesh
+    self.model = llama.Llama(model_cfg)
+    if shardings is not None:
+      params = jax.device_put(params, shardings)
+    self.params = params
+    out_shardings = None
+    if mesh is not None:
+      from fineline import partitioning  # pylint: disable=import-outside-toplevel
+      out_shardings = partitioning.replicated(mesh)
+      self._row_multiple = partitioning.data_parallel_size(mesh)
+    else:
+      self._row_multiple = 1
+    self._score_fn = jax.jit(functools.partial(_score_batch, self.model),
+                             out_shardings=out_shardings)
+    self._decoder = generate_lib.GreedyDecoder(self, out_shardings)
+
+  # ---- public API ----------------------------------------------------------------------
+
+  def loglikelihood(self, requests: list[Loglikelihood],
+                    progress: bool = False) -> list[tuple[float, bool]]:
+    """(sum of continuation log-probabilities, whether every token is the argmax) each."""
+    pairs = [requests_lib.encode_pair(self.vocab, r.context, r.continuation, self.max_length)
+             for r in requests]
+    return self.loglikelihood_tokens(pairs, progress=progress)
+
+  def loglikelihood_rolling(self, texts: list[str], progress: bool = False) -> list[float]:
+    """Log-likelihood of each whole text over lm-eval's disjoint rolling windows."""
+    windows, owner = [], []
+    for i, text in enumerate(texts):
+      for window in requests_lib.rolling_windows(self.vocab, text, self.max_length):
+        windows.append(window)
+        owner.append(i)
+    totals = [0.0] * len(texts)
+    for i, (logprob, _) in zip(owner, self.loglikelihood_tokens(windows, progress=progress)):
+      totals[i] += logprob
+    return totals
+
+  def generate(self, requests: list[Generate], progress: bool = False) -> list[str]:
+    """Greedy continuations, cut at the first stop string, EOS or `max_new_tokens`."""
+    return self._decoder.generate(requests, progress=progress)
+
+  def loglikelihood_tokens(self, pairs, progress: bool = False) -> list[tuple[float, bool]]:
+    """Scores already-tokenised (context_ids, continuation_ids) pairs."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (context, continuation) in enumerate(pairs):
+      if not context or not continuation:
+        raise ValueError(f"request {i}: context and continuation need at least one token "
+                         f"each, got {len(context)} and {len(continuation)}")
+      keep = self.max_length + 1 - len(continuation)
+      groups.setdefault(tuple(context[-keep:]), []).append(i)
+    results: list[tuple[float, bool] | None] = [None] * len(pairs)
+    bar = tqdm.tqdm(total=len(pairs), desc="loglikelihood", disable=not progress)
+    for batch in self._plan(groups, pairs):
+      sums, greedy = self._run_batch(batch, pairs)
+      for i, s, g in zip((i for _, idx in batch for i in idx), sums, greedy):
+        results[i] = (float(s), bool(g))
+      bar.update(sum(len(idx) for _, idx in batch))
+    bar.close()
+    return results
+
+  # ---- internals -----------------------------------------------------------------------
+
+  def _plan(self, groups, pairs):
+    """Batches of (context, [request indices]): longest contexts first, at most
+    `batch_size` rows and `_TOKENS_PER_CALL` padded continuation tokens per batch."""
+    batches, current, rows, cont_len = [], [], 0, 0
+    for context, idx in sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[1][0])):
+      for i in idx:
+        need = max(cont_len, len(pairs[i][1]))
+        cap = max(1, min(self.batch_size, _TOKENS_PER_CALL // bucket(need, 8)))
+        if current and rows + 1 > cap:
+          batches.append(current)
+          current, rows, need = [], 0, len(pairs[i][1])
+        if current and current[-1][0] is context:
+          current[-1][1].append(i)
+        else:
+          current.append((context, [i]))
+        rows, cont_len = rows + 1, need
+    if current:
+      batches.append(current)
+    return batches
+
+  def _rows(self, n: int) -> int:
+    """Padded batch rows: a power of two (or `batch_size`), a multiple of the data axes."""
+    size = 1 << max(0, n - 1).bit_length()
+    if size > self.batch_size >= n:
+      size = self.batch_size
+    return -(-size // self._row_multiple) * self._row_multiple
+
+  def _run_batch(self, batch, pairs):
+    contexts = [context for context, _ in batch]
+    row_idx = [i for _, idx in batch for i in idx]
+    n_ctx, n_rows = len(contexts), len(row_idx)
+    prefix_len = bucket(max(len(c) - 1 for c in contexts), 16)
+    cont_len = bucket(max(len(pairs[i][1]) for i in row_idx), 8)
+    b_ctx, b_rows = self._rows(n_ctx), self._rows(n_rows)
+    # The context minus its last token goes through the cache; that last token starts each
+    # continuation chunk, whose logits then predict exactly the continuation tokens.
+    prefix_BcxSc = np.zeros((b_ctx, prefix_len), np.int32)
+    prefix_len_Bc = np.zeros((b_ctx,), np.int32)
+    for b, context in enumerate(contexts):
+      prefix_BcxSc[b, :len(context) - 1] = context[:-1]
+      prefix_len_Bc[b] = len(context) - 1
+    row_ctx_Bk = np.zeros((b_rows,), np.int32)
+    inputs_BkxSk = np.zeros((b_rows, cont_len), np.int32)
+    targets_BkxSk = np.zeros((b_rows, cont_len), np.int32)
+    lengths_Bk = np.zeros((b_rows,), np.int32)
+    r = 0
+    for b, (context, idx) in enumerate(batch):
+      for i in idx:
+        continuation = pairs[i][1]
+        n = len(continuation)
+        row_ctx_Bk[r] = b
+        inputs_BkxSk[r, :n] = [context[-1]] + continuation[:-1]
+        targets_BkxSk[r, :n] = continuation
+        lengths_Bk[r] = n
+        r += 1
+    args = [self._put(x) for x in (prefix_BcxSc, prefix_len_Bc, row_ctx_Bk, inputs_BkxSk,
+                                   targets_BkxSk, lengths_Bk)]
+    with self._activation_rules():
+      sums_Bk, greedy_Bk = self._score_fn(self.params, *args)
+    return np.asarray(sums_Bk)[:n_rows], np.asarray(greedy_Bk)[:n_rows]
+
+  def _put(self, x_np: np.ndarray):
+    """Host batch → device, split over the data axes when there is a mesh."""
+    if self.mesh is None:
+      return jnp.asarray(x_np)
+    from fineline import partitioning  # pylint: disable=import-outside-toplevel
+    from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+    spec = P("batch", *([None] * (x_np.ndim - 1)))
+    sharding = NamedSharding(self.mesh, partitioning.logical_to_mesh(spec))
+    return jax.make_array_from_callback(x_np.shape, sharding, lambda index: x_np[index])
+
+  def _activation_rules(self):
+    if self.mesh is None:
+      import contextlib  # pylint: disable=import-outside-toplevel
+      return contextlib.nullcontext()
+    from fineline import partitioning  # pylint: disable=import-outside-toplevel
+    return partitioning.activation_rules(self.mesh)
+
+
+def take_cache_rows(cache, rows_B, scanned: bool):
+  """The cache rows `rows_B` (a context's cache once per continuation that uses it)."""
+  axis = 1 if scanned else 0
+  take = lambda x: jnp.take(x, rows_B, axis=axis)
+  return {"k": jax.tree.map(take, cache["k"]), "v": jax.tree.map(take, cache["v"]),
+          "end": cache["end"][rows_B]}
+
+
+def _score_batch(model, params, prefix_BcxSc, prefix_len_Bc, row_ctx_Bk, inputs_BkxSk,
+                 targets_BkxSk, lengths_Bk):
+  """Summed target log-probabilities and all-greedy flags of each continuation row."""
+  cfg = model.cfg
+  b_ctx, prefix_len = prefix_BcxSc.shape
+  cont_len = inputs_BkxSk.shape[1]
+  cache = llama.init_cache(cfg, b_ctx, prefix_len + cont_len)
+  _, cache = model.apply({"params": params}, prefix_BcxSc, cache=cache, lengths_B=prefix_len_Bc)
+  cache = take_cache_rows(cache, row_ctx_Bk, cfg.scan_layers)
+  logits_BkxSkxV, _ = model.apply({"params": params}, inputs_BkxSk, cache=cache,
+                                  lengths_B=lengths_Bk)
+  logprobs_BkxSkxV = jax.nn.log_softmax(logits_BkxSkxV, axis=-1)
+  target_logprob_BkxSk = jnp.take_along_axis(logprobs_BkxSkxV, targets_BkxSk[..., None],
+                                             axis=-1)[..., 0]
+  valid_BkxSk = jnp.arange(cont_len)[None, :] < lengths_Bk[:, None]
+  sums_Bk = jnp.sum(jnp.where(valid_BkxSk, target_logprob_BkxSk, 0.0), axis=-1)
+  greedy_BkxSk = jnp.argmax(logits_BkxSkxV, axis=-1) == targets_BkxSk
+  return sums_Bk, jnp.all(greedy_BkxSk | ~valid_BkxSk, axis=-1)

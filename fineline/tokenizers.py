@@ -1,0 +1,190 @@
+"""Tokenizers as `seqio.Vocabulary` objects that give exactly the ids of `transformers`.
+
+Two kinds of tokenizer files occur in LLaMA-family checkpoints:
+- SentencePiece `tokenizer.model` (LLaMA, OpenLLaMA, Amber): `SentencePieceVocabulary`.
+- Hugging Face `tokenizer.json` (LLaMA 3, DeepSeek, …): `HfTokenizerVocabulary`.
+
+Contract shared by both: `.encode(text)` gives ids WITHOUT special tokens; `.add_bos` says
+whether the Hugging Face tokenizer of the same files prepends BOS by default, so
+`([vocab.bos_id] if vocab.add_bos else []) + vocab.encode(text)` equals
+`AutoTokenizer.from_pretrained(dir)(text).input_ids`.
+
+transformers tokenizes a SentencePiece model with a `tokenizers` pipeline that differs
+from SentencePiece's own normalizer in two ways, mirrored here: the "▁" dummy prefix is
+added only when the text does not already start with a space, and the model's
+normalization rules (whitespace collapsing, NFKC) are not applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import seqio
+import tensorflow as tf
+from sentencepiece import sentencepiece_model_pb2
+
+_LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
+                  "CodeLlamaTokenizerFast")
+
+
+class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
+  """A SentencePiece `tokenizer.model`, tokenized as transformers' LlamaTokenizer does."""
+
+  def __init__(self, model_file: str, add_bos: bool = False, add_eos: bool = False):
+    overrides = sentencepiece_model_pb2.NormalizerSpec(
+        add_dummy_prefix=False, remove_extra_whitespaces=False, name="identity",
+        precompiled_charsmap=b"")
+    super().__init__(model_file, extra_ids=0, normalizer_spec_overrides=overrides)
+    self.add_bos = add_bos
+    self.add_eos = add_eos
+
+  def _encode(self, s: str):
+    return super()._encode(s if not s or s.startswith(" ") else " " + s)
+
+  def _encode_tf(self, s):
+    keep = tf.strings.regex_full_match(s, r"(?s)( .*)?")
+    return super()._encode_tf(tf.where(keep, s, tf.strings.join([" ", s])))
+
+  def _decode(self, ids):
+    text = super()._decode(ids)
+    return text[1:] if text.startswith(" ") else text  # the dummy prefix's space
+
+  def __getstate__(self):
+    return {**super().__getstate__(), "add_bos": self.add_bos, "add_eos": self.add_eos}
+
+  def __setstate__(self, state):
+    self.add_bos, self.add_eos = state.pop("add_bos"), state.pop("add_eos")
+    super().__setstate__(state)
+
+
+class HfTokenizerVocabulary(seqio.Vocabulary):
+  """A Hugging Face `tokenizer.json` run through the `tokenizers` library."""
+
+  def __init__(self, tokenizer_json: str, *, add_bos: bool | None = None,
+               bos_token: str | None = None, eos_token: str | None = None,
+               sentencepiece_style: bool = False):
+    import tokenizers
+    self._path = tokenizer_json
+    try:
+      self._tok = tokenizers.Tokenizer.from_file(tokenizer_json)
+    except Exception as e:
+      raise ValueError(f"{tokenizer_json}: unreadable tokenizer.json ({e})") from e
+    if sentencepiece_style:
+      _as_llama_pipeline(self._tok)
+    self._bos_id = self._token_id(bos_token)
+    self._eos_id = self._token_id(eos_token)
+    if add_bos is None:  # what the file's post-processor does
+      with_special = self._tok.encode("a", add_special_tokens=True).ids
+      plain = self._tok.encode("a", add_special_tokens=False).ids
+      add_bos = (self._bos_id is not None and len(with_special) > len(plain)
+                 and with_special[0] == self._bos_id)
+    self.add_bos = add_bos
+    self.add_eos = False
+    super().__init__(extra_ids=0)
+
+  def _token_id(self, token: str | None) -> int | None:
+    if token is None:
+      return None
+    token_id = self._tok.token_to_id(token)
+    if token_id is None:
+      raise ValueError(f"{self._path}: special token {token!r} is not in the vocabulary")
+    return token_id
+
+  @property
+  def bos_id(self):
+    return self._bos_id
+
+  @property
+  def eos_id(self):
+    return self._eos_id
+
+  @property
+  def unk_id(self):
+    return None
+
+  @property
+  def _base_vocab_size(self):
+    return self._tok.get_vocab_size(with_added_tokens=True)
+
+  def _encode(self, s: str):
+    return self._tok.encode(s, add_special_tokens=False).ids
+
+  def _decode(self, ids):
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+  def _encode_tf(self, s):
+    ids = tf.py_function(lambda t: tf.constant(self._encode(t.numpy().decode("utf-8")), tf.int32),
+                         [s], tf.int32)
+    ids.set_shape([None])
+    return ids
+
+  def _decode_tf(self, ids):
+    text = tf.py_function(lambda t: tf.constant(self._decode(t.numpy().tolist())), [ids], tf.string)
+    text.set_shape([])
+    return text
+
+  def __eq__(self, other):
+    return isinstance(other, HfTokenizerVocabulary) and other._path == self._path
+
+
+def _as_llama_pipeline(tok) -> None:
+  """The pipeline transformers' LlamaTokenizer builds around a SentencePiece-derived BPE
+  vocabulary, whatever normalizer the tokenizer.json itself carries."""
+  from tokenizers import decoders, pre_tokenizers
+  tok.normalizer = None
+  tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+  tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                   decoders.Fuse(), decoders.Strip(content=" ", left=1)])
+
+
+def load_vocabulary(path: str) -> seqio.Vocabulary:
+  """The vocabulary of a `tokenizer.model`, a `tokenizer.json`, or a directory holding one
+  (with its `tokenizer_config.json`, which says whether BOS is added)."""
+  if os.path.isdir(path):
+    directory, model_file, json_file = path, None, None
+    if os.path.isfile(os.path.join(path, "tokenizer.model")):
+      model_file = os.path.join(path, "tokenizer.model")
+    if os.path.isfile(os.path.join(path, "tokenizer.json")):
+      json_file = os.path.join(path, "tokenizer.json")
+    if not (model_file or json_file):
+      raise FileNotFoundError(f"{path}: no tokenizer.model or tokenizer.json")
+  elif os.path.isfile(path):
+    directory = os.path.dirname(path)
+    model_file = path if not path.endswith(".json") else None
+    json_file = path if path.endswith(".json") else None
+  else:
+    raise FileNotFoundError(f"{path}: no such tokenizer file or directory")
+  config = _tokenizer_config(directory)
+  is_llama_class = config.get("tokenizer_class") in _LLAMA_CLASSES
+  # transformers prefers tokenizer.json; for its LLaMA class both files give the same ids.
+  if json_file and not (is_llama_class and model_file):
+    sp_style = is_llama_class and _byte_fallback_bpe(json_file)
+    return HfTokenizerVocabulary(json_file, add_bos=config.get("add_bos_token"),
+                                 bos_token=_token_str(config.get("bos_token")),
+                                 eos_token=_token_str(config.get("eos_token")),
+                                 sentencepiece_style=sp_style)
+  # transformers adds BOS to a bare SentencePiece model only when the config asks for it.
+  return SentencePieceVocabulary(model_file, add_bos=bool(config.get("add_bos_token", False)),
+                                 add_eos=bool(config.get("add_eos_token", False)))
+
+
+def _tokenizer_config(directory: str) -> dict:
+  path = os.path.join(directory, "tokenizer_config.json")
+  if not os.path.isfile(path):
+    return {}
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _token_str(token) -> str | None:
+  return token.get("content") if isinstance(token, dict) else token
+
+
+def _byte_fallback_bpe(json_file: str) -> bool:
+  with open(json_file) as f:
+    model = json.load(f).get("model", {})
+  return model.get("type") == "BPE" and bool(model.get("byte_fallback"))
