@@ -72,14 +72,15 @@ def _gsm8k_tfds(ex):
 
 
 LAMBADA = DocTask(
-    name="lambada", kind="loglikelihood", eval_splits=("test",),
+    name="lambada", kind="loglikelihood", eval_splits=("test",), exclude_eval_doc=False,
+    fewshot_split="test",  # lm-eval's rule for a test-only task: shots from test, unfiltered
     dataset=DatasetSpec("lambada", request_file="lambada/bpb_0shot/requests.jsonl.gz"),
     process_docs=_lambada_docs,
     doc_to_text=lambda d: " ".join(d["text"].split(" ")[:-1]),
     doc_to_target=lambda d: " " + d["text"].split(" ")[-1])
 
 GSM8K = DocTask(
-    name="gsm8k", kind="generate", eval_splits=("test",),
+    name="gsm8k", kind="generate", eval_splits=("test",), exclude_eval_doc=False,
     dataset=DatasetSpec("gsm8k", request_file="gsm8k/gold_bpb_5shot/requests.jsonl.gz",
                         tfds_name="gsm8k", tfds_splits=(("train", "train"), ("test", "test")),
                         from_tfds=_gsm8k_tfds),

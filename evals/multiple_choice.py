@@ -75,6 +75,7 @@ TASKS = (
         doc_to_choice=lambda d: d["choices"], doc_to_target=lambda d: d["gold"]),
     *(DocTask(
         name=name, kind="multiple_choice", eval_splits=("test", "validation"),
+        exclude_eval_doc=False,
         dataset=DatasetSpec(name, hf_dir=f"ai2_arc/{subset}", tfds_name=f"ai2_arc/{subset}",
                             tfds_splits=_ARC_TFDS_SPLITS, from_tfds=_arc_tfds),
         doc_to_text=lambda d: f"Question: {d['question']}\nAnswer:",
@@ -100,12 +101,14 @@ TASKS = (
         doc_to_choice=lambda d: ["no", "yes"], doc_to_target=lambda d: d["label"]),
     DocTask(
         name="openbookqa", kind="multiple_choice", eval_splits=("test", "validation"),
+        exclude_eval_doc=False,
         dataset=DatasetSpec("openbookqa", hf_dir="openbookqa/main"),
         doc_to_text=lambda d: d["question_stem"],
         doc_to_choice=lambda d: list(d["choices"]["text"]),
         doc_to_target=lambda d: list(d["choices"]["label"]).index(d["answerKey"].lstrip())),
     DocTask(
         name="sciq", kind="multiple_choice", eval_splits=("test", "validation"),
+        exclude_eval_doc=False,
         dataset=DatasetSpec("sciq", hf_dir="sciq/none"),
         doc_to_text=lambda d: f"{d['support'].lstrip()}\nQuestion: {d['question']}\nAnswer:",
         doc_to_choice=lambda d: [d["distractor1"], d["distractor2"], d["distractor3"],
@@ -120,7 +123,7 @@ METRICS = {"boolq": ("acc",), "winogrande": ("acc",)}
 def mmlu_task(subject: str) -> DocTask:
   return DocTask(
       name=f"mmlu_{subject}", kind="multiple_choice", eval_splits=("test",),
-      fewshot_split="dev", sampler="first_n",
+      fewshot_split="dev", sampler="first_n", exclude_eval_doc=False,
       dataset=DatasetSpec(f"mmlu_{subject}", hf_dir=f"hails/mmlu_no_train/{subject}"),
       description=("The following are multiple choice questions (with answers) about "
                    f"{' '.join(subject.split('_'))}.\n\n"),

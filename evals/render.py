@@ -12,7 +12,7 @@ doc_to_choice, doc_to_target, description, delimiters, few-shot source and sampl
 Few-shot examples come from the task's few-shot split, or its fixed samples, through
 lm-eval's samplers: "default" draws with `random.Random(1234)` once per document in
 document order (drawing k+1 and dropping the document itself when the pool is the
-evaluated split), "first_n" takes the first k.
+evaluated split, or where lm-eval does so), "first_n" takes the first k.
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ class DocTask:
   doc_to_target: Callable[[dict], Any]
   doc_to_choice: Callable[[dict], list[str]] | None = None
   eval_splits: tuple[str, ...] = ("validation",)  # the first one present is evaluated
-  fewshot_split: str | None = None  # None: train, else validation, else test (lm-eval's rule)
+  fewshot_split: str | None = None  # None: train, else validation, else test
   fewshot_samples: tuple[dict, ...] | None = None
   sampler: str = "default"  # default | first_n
+  # lm-eval passes the document to its sampler (which then draws k+1 and drops it) when
+  # the config's fewshot split equals its test split, both unset included.
+  exclude_eval_doc: bool = True
   process_docs: Callable[[list[dict]], list[dict]] | None = None
   description: str = ""
   target_delimiter: str = " "
@@ -65,16 +68,18 @@ def pick_split(task: DocTask, data_dir: str) -> str:
 
 
 def _fewshot_pool(task: DocTask, eval_split: str, eval_docs, data_dir: str):
-  """(pool, pool is the evaluated split)."""
+  """(pool, must exclude the evaluated document). The pool is the task's few-shot split,
+  else train, else validation, else test; when train is the designated one but absent and
+  the fallback is the evaluated split itself, each document is kept out of its own shots."""
   if task.fewshot_samples is not None:
-    return list(task.fewshot_samples), False
+    return list(task.fewshot_samples), task.exclude_eval_doc
   if task.fewshot_split is not None:
-    return load_docs(task, task.fewshot_split, data_dir), task.fewshot_split == eval_split
+    return load_docs(task, task.fewshot_split, data_dir), task.exclude_eval_doc
   for split in ("train", "validation", "test"):
     if split == eval_split:
-      return eval_docs, True
+      return eval_docs, task.exclude_eval_doc or split != "train"
     if not callable(task.dataset) and sources.available_splits(task.dataset, [split], data_dir):
-      return load_docs(task, split, data_dir), False
+      return load_docs(task, split, data_dir), task.exclude_eval_doc
   return eval_docs, True
 
 
@@ -134,8 +139,8 @@ def render(task: DocTask, settings: task_lib.Settings) -> list[dict]:
   k = task_lib.effective_fewshot(task.name)
   sampler = None
   if k > 0:
-    pool, same = _fewshot_pool(task, split, docs, data_dir)
-    sampler = Sampler(pool, task.sampler, exclude_eval_doc=same)
+    pool, exclude = _fewshot_pool(task, split, docs, data_dir)
+    sampler = Sampler(pool, task.sampler, exclude_eval_doc=exclude)
   if settings.limit is not None:
     docs = docs[:settings.limit]
   examples = []

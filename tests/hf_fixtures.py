@@ -28,6 +28,7 @@ VARIED_TEXTS = (
     "unicode: café naïve Straße Ωμέγα",
     "日本語のテキスト and 中文",
     "emoji 🙂🚀 mixed👍🏽text",
+    "full-width ＡＢＣ１２３ and ligature ﬁ",
     "Question: What is 12 + 30?\nAnswer: 42",
     "",
     " ",
@@ -54,25 +55,31 @@ def _training_lines(seed: int = 0, n: int = 600) -> list[str]:
   return [l for l in lines if l.strip()]
 
 
-def make_sentencepiece_tokenizer(out_dir, *, vocab_size: int = 400, seed: int = 0) -> str:
+def make_sentencepiece_tokenizer(out_dir, *, vocab_size: int = 400, seed: int = 0,
+                                 normalize: bool = False, add_bos_token: bool | None = True) -> str:
   """Trains a LLaMA-style SentencePiece BPE model (byte fallback, split digits, unk/bos/eos
   = 0/1/2) and writes `tokenizer.model` plus the HF files, so `AutoTokenizer` gives a LLaMA
-  tokenizer that prepends BOS. Returns the directory."""
+  tokenizer (prepending BOS unless add_bos_token says otherwise; None leaves the flag out).
+  normalize: the model carries SentencePiece's NFKC rules and whitespace collapsing, which
+  transformers does not apply. Returns the directory."""
   import sentencepiece as spm
   os.makedirs(out_dir, exist_ok=True)
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(_training_lines(seed)), model_writer=model,
       vocab_size=vocab_size, model_type="bpe", byte_fallback=True, split_digits=True,
-      character_coverage=1.0, add_dummy_prefix=True, remove_extra_whitespaces=False,
-      normalization_rule_name="identity", allow_whitespace_only_pieces=True,
+      character_coverage=1.0, add_dummy_prefix=True, remove_extra_whitespaces=normalize,
+      normalization_rule_name="nmt_nfkc" if normalize else "identity",
+      allow_whitespace_only_pieces=True,
       unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2)
   with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:
     f.write(model.getvalue())
-  _write_json(os.path.join(out_dir, "tokenizer_config.json"), {
-      "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
-      "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False,
-      "model_max_length": 2048, "clean_up_tokenization_spaces": False, "legacy": False})
+  config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+            "unk_token": "<unk>", "add_bos_token": add_bos_token, "add_eos_token": False,
+            "model_max_length": 2048, "clean_up_tokenization_spaces": False, "legacy": False}
+  if add_bos_token is None:
+    del config["add_bos_token"]
+  _write_json(os.path.join(out_dir, "tokenizer_config.json"), config)
   _write_json(os.path.join(out_dir, "special_tokens_map.json"),
               {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
   return str(out_dir)

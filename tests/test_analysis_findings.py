@@ -69,12 +69,14 @@ def test_one_checkpoint_gives_no_dynamics_and_says_why(tmp_path):
 
 def test_similarity_across_sizes(tmp_path):
   series = []
-  for i, (model, tps) in enumerate((("small", fx.TOKENS_PER_STEP), ("big", 2 * fx.TOKENS_PER_STEP))):
+  sizes = (("small", fx.TOKENS_PER_STEP), ("big", 2 * fx.TOKENS_PER_STEP))
+  for i, (model, tps) in enumerate(sizes):
     path = tmp_path / f"{model}.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in fx.make_records(
         model=model, seed=i, tokens_per_step=tps)))
     series += records.load_series([path])[0]
   result = findings.analyze(series, [])
-  pairs = {s["task"]: s for s in result["similarity"]}
-  assert pairs["facts_gen"]["pearson"] > 0.95
-  assert pairs["copy_mc"]["a"] in ("small", "big")
+  pairs = {s.get("task") or s["capability"]: s for s in result["similarity"]}
+  assert pairs["facts_gen"]["pearson"] > 0.95 and pairs["facts_gen"]["level"] == "task"
+  assert pairs["facts"]["level"] == "group" and pairs["facts"]["pearson"] > 0.95
+  assert {pairs["copy_mc"]["a"], pairs["copy_mc"]["b"]} == {"small", "big"}

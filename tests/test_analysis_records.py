@@ -125,3 +125,55 @@ def test_missing_stderr_comes_from_n_and_step_zero_is_kept(tmp_path):
   p, n = track.score[3], recs[3]["tasks"]["copy_mc"]["n"]
   assert track.stderr[3] == pytest.approx(math.sqrt(p * (1 - p) / (n - 1)))
   assert series.tokens[0] == 0.0
+
+
+def test_resumed_run_metrics_count_the_later_line_and_tokens_scale(tmp_path):
+  recs = fx.make_records()[:3]
+  recs[1]["tokens"] = None
+  run = fx.write_run(tmp_path / "run", recs, log_every=30)  # step 400 is not logged
+  with (run / "metrics.jsonl").open("a") as f:  # a restart replays step 180 with a new loss
+    f.write(json.dumps({"step": 180, "loss": 9.0, "tokens": 180 * fx.TOKENS_PER_STEP}) + "\n")
+  (series,), _ = records.load_series([run])
+  expected = np.mean([fx.loss_at(s) for s in (60, 90, 120, 150)] + [9.0])
+  assert series.loss[0] == pytest.approx(expected)
+  assert series.tokens[1] == pytest.approx(400 * fx.TOKENS_PER_STEP)
+
+
+def test_training_loss_wins_over_record_loss_even_when_the_first_checkpoint_lacks_it(tmp_path):
+  recs = fx.make_records()
+  for rec in recs:
+    rec["loss"] = 7.0
+  recs[0].update(step=10, tokens=10.0 * fx.TOKENS_PER_STEP)  # before the first logged step
+  (series,), _ = records.load_series([fx.write_run(tmp_path / "run", recs)])
+  assert series.loss_source == "training loss (metrics.jsonl)"
+  assert np.isnan(series.loss[0]) and series.loss[1] == pytest.approx(
+      np.mean([fx.loss_at(400 - 20 * i) for i in range(5)]))
+
+
+def test_the_records_declared_primary_metric_wins(tmp_path):
+  record = {"model": "m", "tokens": 1e9, "tasks": {
+      "winogrande": {"acc": 0.6, "acc_norm": 0.55, "primary_metric": "acc"},
+      "tiny_lm": {"acc": 0.2, "bits_per_byte": 1.1, "primary_metric": "bits_per_byte",
+                  "capability": "language_modeling", "chance": None},
+      "odd": {"acc": 0.3, "acc_norm": 0.35, "primary_metric": "f1"},  # not reported: default
+  }}
+  (tmp_path / "r.json").write_text(json.dumps(record))
+  (series,), _ = records.load_series([tmp_path / "r.json"])
+  assert series.tasks["winogrande"].metric == "acc"
+  assert series.tasks["tiny_lm"].metric == "bits_per_byte"
+  assert series.tasks["tiny_lm"].chance is None and not series.tasks["tiny_lm"].higher_is_better
+  assert series.tasks["odd"].metric == "acc_norm"
+  assert series.loss_source == "tiny_lm bits_per_byte" and series.loss[0] == 1.1
+
+
+def test_failed_tasks_in_a_record_are_noted(tmp_path):
+  recs = fx.make_records()[:3]
+  recs[1]["errors"] = {"arith_mc": "out of memory"}
+  del recs[1]["tasks"]["arith_mc"]
+  recs.append({"model": "demo", "step": 9, "tokens": 1.0, "tasks": {}, "errors": {"x": "boom"}})
+  path = tmp_path / "r.jsonl"
+  path.write_text("\n".join(json.dumps(r) for r in recs))
+  (series,), notes = records.load_series([path])
+  assert len(series.tokens) == 3
+  assert any("r.jsonl:2: tasks that failed there: arith_mc" in n for n in notes)
+  assert any("r.jsonl:4: no scored task (errors: ['x'])" in n for n in notes)

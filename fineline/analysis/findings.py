@@ -6,6 +6,7 @@ The returned dict is what `analysis.json` holds and what the report renders.
 from __future__ import annotations
 
 import itertools
+
 import numpy as np
 
 from fineline.analysis import records as records_lib
@@ -41,7 +42,7 @@ def _task_findings(series, track, budget, target, window, min_r2) -> dict:
     fit = stats.fit_saturating(series.tokens, fit_y, fit_se, min_r2=min_r2,
                                a_bounds=(-1.0, 1.0) if normalised else (-np.inf, np.inf))
     fit["scale"] = "normalised" if normalised else (
-        "-log(perplexity)" if track.metric == "perplexity" else f"-{track.metric}")
+        f"-log({track.metric})" if track.metric.endswith("perplexity") else f"-{track.metric}")
     fit["budget_tokens"] = budget
     fit.update(predicted_at_budget=None, target=None, tokens_to_target=None)
     if fit.get("usable"):
@@ -146,15 +147,26 @@ def _verdict(series: records_lib.Series, result: dict) -> dict:
           "watch": watch, "text": lines}
 
 
+def _trajectories(series: records_lib.Series) -> dict[tuple[str, str], np.ndarray]:
+  """(kind, name) -> normalised trajectory (oriented for metrics without a baseline)."""
+  out = {}
+  for task, track in series.tasks.items():
+    out[("task", task)] = track.normalized if track.chance is not None else track.oriented()[0]
+  for group, names in series.groups.items():
+    scored = [t for t in names if series.tasks[t].chance is not None]
+    if scored:
+      out[("group", group)] = group_aggregate(series, scored)[0]
+  return out
+
+
 def _similarity(series_list: list[records_lib.Series]) -> list[dict]:
   out = []
   for a, b in itertools.combinations(series_list, 2):
-    for task in sorted(set(a.tasks) & set(b.tasks)):
-      ta, tb = a.tasks[task], b.tasks[task]
-      va = ta.normalized if ta.chance is not None else ta.oriented()[0]
-      vb = tb.normalized if tb.chance is not None else tb.oriented()[0]
-      sim = stats.trajectory_similarity(a.tokens, va, b.tokens, vb)
-      out.append({"task": task, "capability": ta.capability, "a": a.name, "b": b.name,
+    ta, tb = _trajectories(a), _trajectories(b)
+    for kind, name in sorted(set(ta) & set(tb)):
+      sim = stats.trajectory_similarity(a.tokens, ta[kind, name], b.tokens, tb[kind, name])
+      out.append({"level": kind, "task" if kind == "task" else "capability": name,
+                  "a": a.name, "b": b.name,
                   **(sim or {"pearson": None, "spearman": None,
                              "reason": "no common token range with 3+ varying points"})})
   return out

@@ -62,7 +62,8 @@ def _log_tokens_axis(ax) -> None:
   ax.tick_params(axis="x", labelsize=7)
 
 
-def plot_group(path: pathlib.Path, group: str, series_list: list[records_lib.Series]) -> pathlib.Path:
+def plot_group(path: pathlib.Path, group: str,
+               series_list: list[records_lib.Series]) -> pathlib.Path:
   """Group aggregate and each task's score against training tokens, one line per series."""
   colors = _colors(series_list)
   tasks = sorted({t for s in series_list for t, tr in s.tasks.items() if tr.capability == group})

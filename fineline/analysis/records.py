@@ -7,6 +7,7 @@ here judges the numbers; that is `stats` and `findings`.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import json
@@ -18,7 +19,7 @@ import numpy as np
 
 # Preference order of a task's primary metric; the last two are lower-is-better.
 PRIMARY_METRICS = ("acc_norm", "acc", "exact_match", "bits_per_byte", "perplexity")
-LOWER_IS_BETTER = ("bits_per_byte", "perplexity")
+LOWER_IS_BETTER = ("bits_per_byte", "perplexity", "word_perplexity", "byte_perplexity")
 # Fallbacks for records that carry no `capability`/`chance`: (capability, chance), matched
 # on the task name's prefix, longest first.
 KNOWN_TASKS = {
@@ -35,6 +36,7 @@ KNOWN_TASKS = {
     "wikitext": ("language_modeling", None), "pile": ("language_modeling", None),
 }
 LOSS_WINDOW_STEPS = 5  # logged training steps averaged into one checkpoint's loss
+LOSS_SOURCES = ("training loss (metrics.jsonl)", "record loss")  # then language-model tasks
 
 
 @dataclasses.dataclass
@@ -54,24 +56,21 @@ class TaskTrack:
   @property
   def normalized(self) -> np.ndarray:
     """(score - chance) / (1 - chance); NaN for metrics without a baseline."""
-    if self.chance is None or self.chance >= 1:
-      return np.full_like(self.score, np.nan)
-    return (self.score - self.chance) / (1.0 - self.chance)
+    return (self.score - (self.chance or 0.0)) / self._scale()
 
   @property
   def normalized_stderr(self) -> np.ndarray:
-    if self.chance is None or self.chance >= 1:
-      return np.full_like(self.score, np.nan)
-    return self.stderr / (1.0 - self.chance)
+    return self.stderr / self._scale()
+
+  def _scale(self) -> float:
+    return np.nan if self.chance is None or self.chance >= 1 else 1.0 - self.chance
 
   def oriented(self) -> tuple[np.ndarray, np.ndarray]:
     """(value, stderr) where higher is better: log-perplexity and bits per byte negated."""
-    if self.metric == "perplexity":
+    if self.metric.endswith("perplexity"):
       with np.errstate(invalid="ignore", divide="ignore"):
         return -np.log(self.score), self.stderr / self.score
-    if self.metric == "bits_per_byte":
-      return -self.score, self.stderr
-    return self.score, self.stderr
+    return (self.score if self.higher_is_better else -self.score), self.stderr
 
 
 @dataclasses.dataclass
@@ -136,21 +135,26 @@ def _read_json_objects(path: pathlib.Path, notes: list[str]) -> list[tuple[str, 
   except (OSError, UnicodeDecodeError) as e:
     notes.append(f"{path}: unreadable ({e.__class__.__name__}: {e}); skipped")
     return []
+  doc_error = None
   if path.suffix == ".json":
     try:
       doc = json.loads(text)
       return [(f"{path}[{i}]", r) for i, r in enumerate(doc)] if isinstance(doc, list) else [
           (str(path), doc)]
-    except json.JSONDecodeError:
-      pass  # maybe JSON lines under a .json name
-  objects = []
+    except json.JSONDecodeError as e:
+      doc_error = e  # unless it is JSON lines under a .json name
+  objects, problems = [], []
   for lineno, line in enumerate(text.splitlines(), 1):
     if not line.strip():
       continue
     try:
       objects.append((f"{path}:{lineno}", json.loads(line)))
     except json.JSONDecodeError as e:
-      notes.append(f"{path}:{lineno}: not valid JSON ({e.msg}); skipped")
+      problems.append(f"{path}:{lineno}: not valid JSON ({e.msg}); skipped")
+  if doc_error is not None and problems:
+    problems = [f"{path}:{doc_error.lineno}: not valid JSON ({doc_error.msg}); skipped"]
+    objects = []
+  notes.extend(problems)
   return objects
 
 
@@ -170,8 +174,11 @@ def _check_record(record: Any) -> str | None:
   """Why `record` is not a usable result record, or None."""
   if not isinstance(record, dict):
     return "not a JSON object"
-  if not isinstance(record.get("tasks"), dict) or not record["tasks"]:
+  if not isinstance(record.get("tasks"), dict):
     return "no 'tasks' object"
+  if not record["tasks"]:
+    return "no scored task" + (f" (errors: {sorted(record['errors'])})"
+                               if isinstance(record.get("errors"), dict) else "")
   for field in ("tokens", "step"):
     if record.get(field) is not None and _number(record[field]) is None:
       return f"'{field}' is {record[field]!r}, not a number"
@@ -179,26 +186,29 @@ def _check_record(record: Any) -> str | None:
 
 
 def _read_metrics(path: pathlib.Path, notes: list[str]) -> list[dict[str, float]]:
-  rows = []
+  rows = {}
   for _, obj in _read_json_objects(path, notes):
     if isinstance(obj, dict) and _number(obj.get("step")) is not None:
-      rows.append({k: _number(v) for k, v in obj.items() if _number(v) is not None})
-  return sorted(rows, key=lambda r: r["step"])
+      # A resumed run logs replayed steps again; the later line is the one that counts.
+      rows[_number(obj["step"])] = {k: _number(v) for k, v in obj.items()
+                                    if _number(v) is not None}
+  return [rows[s] for s in sorted(rows)]
 
 
-def _from_metrics(metrics: list[dict[str, float]], step: float | None) -> tuple[float | None,
-                                                                                 float | None]:
-  """(tokens, mean training loss of the last logged steps up to `step`)."""
+def _from_metrics(metrics: list[dict[str, float]], step: float | None) -> tuple[Any, Any]:
+  """(tokens, mean training loss of the last logged steps up to `step`), None if unknown."""
   if step is None or not metrics:
     return None, None
-  upto = [m for m in metrics if m["step"] <= step]
-  losses = [m["loss"] for m in upto[-LOSS_WINDOW_STEPS:] if "loss" in m]
-  tokens = next((m["tokens"] for m in reversed(upto) if m["step"] == step and "tokens" in m), None)
-  if tokens is None and step > 0:  # constant batch: scale from the nearest logged step
-    with_tokens = [m for m in metrics if "tokens" in m and m["step"] > 0]
-    if with_tokens:
-      near = min(with_tokens, key=lambda m: abs(m["step"] - step))
-      tokens = near["tokens"] * step / near["step"]
+  end = bisect.bisect_right(metrics, step, key=lambda m: m["step"])
+  losses = [m["loss"] for m in metrics[max(end - LOSS_WINDOW_STEPS, 0):end] if "loss" in m]
+  tokens = None
+  if end and metrics[end - 1]["step"] == step:
+    tokens = metrics[end - 1].get("tokens")
+  if tokens is None and step > 0:  # constant batch: scale from a neighbouring logged step
+    near = [m for m in metrics[max(end - 1, 0):end + 1] if "tokens" in m and m["step"] > 0]
+    if near:
+      near_m = min(near, key=lambda m: abs(m["step"] - step))
+      tokens = near_m["tokens"] * step / near_m["step"]
   return tokens, (float(np.mean(losses)) if losses else None)
 
 
@@ -206,9 +216,9 @@ def _record_losses(record: dict[str, Any], metric_loss: float | None) -> dict[st
   """Candidate losses of one checkpoint by source, most trusted first."""
   found = {}
   if metric_loss is not None:
-    found["training loss (metrics.jsonl)"] = metric_loss
+    found[LOSS_SOURCES[0]] = metric_loss
   if _number(record.get("loss")) is not None:
-    found["record loss"] = _number(record["loss"])
+    found[LOSS_SOURCES[1]] = _number(record["loss"])
   for name, task in sorted(record["tasks"].items()):
     if not isinstance(task, dict):
       continue
@@ -234,7 +244,7 @@ def _build_series(name: str, label: str, entries: list[dict[str, Any]],
   tokens = np.array([e["tokens"] for e in entries], dtype=float)
   # One loss source for the whole series, so values are comparable.
   counts = collections.Counter(s for e in entries for s in e["losses"])
-  order = list(dict.fromkeys(s for e in entries for s in e["losses"]))
+  order = sorted(counts, key=lambda s: (LOSS_SOURCES.index(s) if s in LOSS_SOURCES else 2, s))
   loss_source = next((s for s in order if counts[s] * 2 >= len(entries)), None)
   loss = np.array([e["losses"].get(loss_source, np.nan) for e in entries], dtype=float)
   task_names = sorted({t for e in entries for t in e["record"]["tasks"]})
@@ -255,7 +265,9 @@ def _build_series(name: str, label: str, entries: list[dict[str, Any]],
 
 def _build_track(series: str, task: str, values: list[Any], notes: list[str]) -> TaskTrack | None:
   present = [v for v in values if isinstance(v, dict)]
-  metric = next((m for m in PRIMARY_METRICS
+  # The evaluator's declared `primary_metric` first, then the default preference.
+  declared = [v["primary_metric"] for v in present if isinstance(v.get("primary_metric"), str)]
+  metric = next((m for m in (*declared[-1:], *PRIMARY_METRICS)
                  if any(_number(v.get(m)) is not None for v in present)), None)
   if metric is None:
     notes.append(f"{series}: task {task} has none of the metrics {', '.join(PRIMARY_METRICS)}; "
@@ -264,19 +276,13 @@ def _build_track(series: str, task: str, values: list[Any], notes: list[str]) ->
   known = known_task(task)
   capabilities = collections.Counter(v["capability"] for v in present
                                      if isinstance(v.get("capability"), str))
-  capability = capabilities.most_common(1)[0][0] if capabilities else (
-      known[0] if known else "other")
+  capability = capabilities.most_common(1)[0][0] if capabilities else (known or ["other"])[0]
   if len(capabilities) > 1:
     notes.append(f"{series}: task {task} has capabilities {sorted(capabilities)}; "
                  f"used {capability}")
   chances = [_number(v.get("chance")) for v in present if _number(v.get("chance")) is not None]
-  if metric in LOWER_IS_BETTER:
-    chance = None
-  elif chances:
-    chance = chances[-1]
-  elif known and known[1] is not None:
-    chance = known[1]
-  else:
+  chance = None if metric in LOWER_IS_BETTER else (chances or [known and known[1]])[-1]
+  if chance is None and metric not in LOWER_IS_BETTER:
     chance = 0.0
     if metric != "exact_match":
       notes.append(f"{series}: task {task} gives no chance level and is not a known task; "
@@ -309,6 +315,8 @@ def load_series(paths: Sequence[str | pathlib.Path]) -> tuple[list[Series], list
         if problem:
           notes.append(f"{where}: {problem}; skipped")
           continue
+        if isinstance(record.get("errors"), dict) and record["errors"]:
+          notes.append(f"{where}: tasks that failed there: {', '.join(sorted(record['errors']))}")
         step = _number(record.get("step"))
         metric_tokens, metric_loss = _from_metrics(metrics, step)
         tokens = _number(record.get("tokens"))

@@ -21,11 +21,15 @@ from fineline.analysis import plots
 from fineline.analysis import records as records_lib
 
 METHODS = [
-    "Primary metric per task: acc_norm, else acc, else exact_match, else bits_per_byte or "
-    "perplexity (lower is better; negated, perplexity as -log, where a direction matters). "
+    "Primary metric per task: the record's primary_metric when it names a reported number; "
+    "else acc_norm, else acc, else exact_match, else bits_per_byte or perplexity (lower is "
+    "better; negated, perplexity as -log, where a direction matters). "
     "Normalised score = (score - chance) / (1 - chance); capability aggregate = mean "
     "normalised score of the group's tasks, only at checkpoints where all of them were "
     "evaluated, stderr propagated.",
+    "Training loss per checkpoint: mean of the last 5 logged training losses at or before "
+    "its step (metrics.jsonl); else the record's own loss; else a language-modelling task's "
+    "bits per byte or log-perplexity. The source used is named per series.",
     "Loss correlation: Spearman and Pearson (scipy.stats) between the training loss and the "
     "task's score over the checkpoints where both are known (3 or more). A healthy run has "
     "a negative correlation for accuracy-like metrics.",
@@ -35,7 +39,9 @@ METHODS = [
     "mean is within 2 stderr of chance and no earlier point rose significantly above it. "
     "Regressing: slope t < -2, or the last two points 2.5 combined stderr below the earlier "
     "peak. Rising: slope t > 2. Saturated: otherwise. Groups are judged the same way on "
-    "their aggregate (chance = 0).",
+    "their aggregate (chance = 0); where no aggregate can be judged (no normalised task, "
+    "too few checkpoints with all tasks), by their most telling task phase: regressing, "
+    "then rising, saturated, at chance.",
     "Saturating fit: score = a - b·(tokens/t_ref)^(-c), b ≥ 0, 0.01 ≤ c ≤ 3, by "
     "scipy.optimize.curve_fit with bounds, weighted by stderr, on normalised scores "
     "(a ≤ 1); t_ref = last checkpoint's tokens. Predictions at the budget and tokens to the "
@@ -161,8 +167,10 @@ def _blocks(series_list, result, images) -> list[tuple]:
                 ("p", "Not available: needs 2+ tasks of a group with 4+ shared checkpoints."))
   blocks.append(("h", 2, "Similarity of dynamics across series"))
   sims = [s for s in result["similarity"] if s.get("pearson") is not None]
-  blocks.append(("table", ["task", "series A", "series B", "Pearson", "Spearman", "tokens"],
-                 [[s["task"], s["a"], s["b"], s["pearson"], s["spearman"],
+  blocks.append(("table", ["task or group", "series A", "series B", "Pearson", "Spearman",
+                           "tokens"],
+                 [[s.get("task") or f"{s['capability']} (group mean)", s["a"], s["b"],
+                   s["pearson"], s["spearman"],
                    f"{plots.human_tokens(s['tokens_from'])}–{plots.human_tokens(s['tokens_to'])}"]
                   for s in sims]) if sims else
                 ("p", result.get("similarity_note") or

@@ -114,7 +114,7 @@ def _saturating_jac(t_rel, a, b, c):
 
 def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf), min_points: int = 5,
                    min_r2: float = 0.8) -> dict:
-  """Fits y = a − b·(tokens/t_ref)^(−c) with b ≥ 0, 0.01 ≤ c ≤ 3 (scipy curve_fit, bounds).
+  """Fits y = a − b·(tokens/t_ref)^(−c), b ≥ 0, 0.01 ≤ c ≤ 3 (scipy curve_fit, bounds).
 
   t_ref is the last checkpoint's tokens, so `a − b` is the fitted value there. `usable`
   says whether the fit may be extrapolated (enough points, R² ≥ min_r2); `reason` says

@@ -112,7 +112,7 @@ def _safetensors_keys(path: str) -> list[str]:
     with safe_open(path, framework="numpy") as f:
       return list(f.keys())
   except Exception as e:  # SafetensorError, OSError: the message names the file either way
-    raise ValueError(f"{path}: unreadable safetensors file ({e})") from e
+    raise ValueError(f"{path}: unreadable safetensors file ({_brief(e)})") from e
 
 
 def _iter_safetensors(path, wanted):
@@ -120,7 +120,7 @@ def _iter_safetensors(path, wanted):
   try:
     handle = safe_open(path, framework="numpy")
   except Exception as e:
-    raise ValueError(f"{path}: unreadable safetensors file ({e})") from e
+    raise ValueError(f"{path}: unreadable safetensors file ({_brief(e)})") from e
   with handle as f:
     for name in f.keys():
       if wanted is not None and not wanted(name):
@@ -128,7 +128,7 @@ def _iter_safetensors(path, wanted):
       try:
         array = f.get_tensor(name)
       except Exception as e:
-        raise ValueError(f"{path}: cannot read tensor {name!r} ({e})") from e
+        raise ValueError(f"{path}: cannot read tensor {name!r} ({_brief(e)})") from e
       yield name, array
 
 
@@ -146,7 +146,7 @@ def _bin_state(path: str):
         raise
       return torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:
-    raise ValueError(f"{path}: unreadable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    raise ValueError(f"{path}: unreadable PyTorch checkpoint ({_brief(e)})") from e
 
 
 def _iter_bin(path, wanted):
@@ -162,6 +162,12 @@ def _iter_bin(path, wanted):
       raise ValueError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
     yield name, torch_to_numpy(tensor)
   del state
+
+
+def _brief(e: Exception) -> str:
+  """The first line of a library's error: the command line reports one line."""
+  lines = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
 def torch_to_numpy(tensor) -> np.ndarray:

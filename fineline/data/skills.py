@@ -96,7 +96,7 @@ def write_corpus(out_dir: str, *, seed: int, num_documents: int, num_eval_items:
                  num_people: int, num_train_shards: int) -> None:
   """Generates every file of the corpus (but no manifest) into `out_dir`."""
   rng = random.Random(seed)
-  world = skills_world.build_world(rng, num_people=num_people)
+  world = skills_world.build_world(rng, num_people=num_people, num_copy_items=num_eval_items)
   tasks, items_by_task = {}, {}
   item_rng = random.Random(f"{seed}-eval")
   for skill, (build, capability, chance) in skills_text.TASKS.items():

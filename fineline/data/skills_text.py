@@ -85,35 +85,29 @@ def agreement_items(rng, world, n, *, attractor: bool):
 
 # --- copying -------------------------------------------------------------------------------
 
-def _copy_words(rng, k):
-  return rng.sample(sw.COPY_WORDS, k)
-
-
 def copy_doc(rng, world) -> str:
-  del world
-  lines = []
-  for _ in range(rng.randint(3, 5)):
-    words = " ".join(_copy_words(rng, rng.randint(3, 7)))
-    lines.append(f"Repeat: {words} | {words}")
+  held_out = set(world.copy_mc_sequences) | set(world.copy_gen_sequences)
+  lines, count = [], rng.randint(3, 5)
+  while len(lines) < count:
+    words = tuple(rng.sample(sw.COPY_WORDS, rng.randint(3, 7)))
+    if words not in held_out:
+      lines.append(f"Repeat: {' '.join(words)} | {' '.join(words)}")
   return "\n".join(lines)
 
 
 def copy_items(rng, world, n):
-  del world
   mc, gen = [], []
-  while len(mc) < n:
-    words = _copy_words(rng, rng.randint(5, 7))
+  for words in world.copy_mc_sequences[:n]:
     head, tail = words[:-3], words[-3:]
-    perms = {tuple(tail)}
+    perms = {tail}
     while len(perms) < 4:
       perms.add(tuple(rng.sample(tail, 3)))
-    choices = [" ".join(p) for p in perms]
-    choices.sort(key=lambda _: rng.random())
+    choices = sorted(" ".join(p) for p in perms)
+    rng.shuffle(choices)
     mc.append({"context": f"Repeat: {' '.join(words)} | {' '.join(head)}", "choices": choices,
                "gold": choices.index(" ".join(tail))})
-  while len(gen) < n:
-    words = " ".join(_copy_words(rng, rng.randint(3, 7)))
-    gen.append({"context": f"Repeat: {words} |", "answer": words})
+  for words in world.copy_gen_sequences[:n]:
+    gen.append({"context": f"Repeat: {' '.join(words)} |", "answer": " ".join(words)})
   return mc, gen
 
 

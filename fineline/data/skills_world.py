@@ -83,13 +83,16 @@ class World:
   held_out_subjects: frozenset[tuple[str, int]]
   # (a, b) additions and comparisons that never appear in training text (either order).
   held_out_pairs: frozenset[tuple[int, int]]
+  # Word lists to copy in the multiple-choice and generation items, never in training.
+  copy_mc_sequences: tuple[tuple[str, ...], ...]
+  copy_gen_sequences: tuple[tuple[str, ...], ...]
 
   def country_of(self, person: Person) -> str:
     return self.city_country[person.city]
 
 
 def build_world(rng: random.Random, *, num_people: int = 60, num_held_out_pairs: int = 300,
-                held_out_subject_fraction: float = 0.25) -> World:
+                held_out_subject_fraction: float = 0.25, num_copy_items: int = 100) -> World:
   """Samples people, their attributes and every held-out split."""
   names = [f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES]
   if num_people > len(names):
@@ -116,5 +119,13 @@ def build_world(rng: random.Random, *, num_people: int = 60, num_held_out_pairs:
   while len(pairs) < num_held_out_pairs:
     a, b = rng.randrange(10, 100), rng.randrange(100)
     pairs.update({(a, b), (b, a)})
+  sequences = {}  # ordered and distinct
+  while len(sequences) < num_copy_items:
+    sequences[tuple(rng.sample(COPY_WORDS, rng.randint(5, 7)))] = None
+  while len(sequences) < 2 * num_copy_items:
+    sequences[tuple(rng.sample(COPY_WORDS, rng.randint(3, 7)))] = None
+  sequences = list(sequences)
   return World(people=tuple(people), city_country=city_country,
-               held_out_subjects=held_subjects, held_out_pairs=frozenset(pairs))
+               held_out_subjects=held_subjects, held_out_pairs=frozenset(pairs),
+               copy_mc_sequences=tuple(sequences[:num_copy_items]),
+               copy_gen_sequences=tuple(sequences[num_copy_items:]))

@@ -19,65 +19,57 @@ import numpy as np
 import tqdm
 
 from fineline.evaluation import requests as requests_lib
-from fineline.models import llama
 
 _STEPS_PER_CALL = 32
 
 
 class GreedyDecoder:
-  """Generation for a `Scorer` (its model, params, vocab, batch size and mesh)."""
+  """Generation for a `Scorer` (its jitted functions, params, vocab, batch size, mesh)."""
 
-  def __init__(self, scorer, out_shardings=None):
-    del out_shardings  # results are gathered with `_fetch`, the cache stays sharded
+  def __init__(self, scorer):
     self.scorer = scorer
-    vocab = scorer.vocab
-    self.eos_id = int(vocab.eos_id)
-    self.skip_ids = special_ids(vocab)
-    self._prefill = jax.jit(functools.partial(_prefill, scorer.model), static_argnums=(3,))
-    self._decode = jax.jit(functools.partial(_decode_steps, scorer.model, self.eos_id),
-                           static_argnums=(4,), donate_argnums=(1,))
+    self.eos_id = int(scorer.cfg.eos_token_id)  # what HF generate stops at
+    self.skip_ids = special_ids(scorer.vocab)
 
   def generate(self, requests, progress: bool = False) -> list[str]:
     s = self.scorer
     prompts = [requests_lib.encode_prompt(s.vocab, r.context, s.max_length, r.max_new_tokens)
                for r in requests]
-    order = sorted(range(len(requests)), key=lambda i: (-len(prompts[i]), i))
     results: list[str | None] = [None] * len(requests)
+    if not requests:
+      return results
+    # One cache size per call, so prefill compiles per prompt shape and decoding once.
+    slots = (_bucket(max(len(p) for p in prompts) - 1, 16)
+             + _bucket(max(r.max_new_tokens for r in requests) + 1, 16))
+    order = sorted(range(len(requests)), key=lambda i: (-len(prompts[i]), i))
     bar = tqdm.tqdm(total=len(requests), desc="generate", disable=not progress)
     for start in range(0, len(order), s.batch_size):
       idx = order[start:start + s.batch_size]
-      texts = self._generate_batch([prompts[i] for i in idx], [requests[i] for i in idx])
+      texts = self._generate_batch([prompts[i] for i in idx], [requests[i] for i in idx], slots)
       for i, text in zip(idx, texts):
         results[i] = text
       bar.update(len(idx))
     bar.close()
     return results
 
-  def _generate_batch(self, prompts, requests) -> list[str]:
+  def _generate_batch(self, prompts, requests, slots) -> list[str]:
     s = self.scorer
     n = len(prompts)
-    b_rows = s._rows(n)  # pylint: disable=protected-access
-    prefix_len = _bucket(max(len(p) - 1 for p in prompts), 16)
-    max_new = max(r.max_new_tokens for r in requests)
-    slots = prefix_len + _bucket(max_new + 1, 16)
-    prefix_BxS = np.zeros((b_rows, prefix_len), np.int32)
-    prefix_len_B = np.zeros((b_rows,), np.int32)
+    cache = s._prefill(prompts, slots)  # pylint: disable=protected-access
+    b_rows = cache["end"].shape[0]
     last_B = np.full((b_rows,), self.eos_id, np.int32)
-    for b, prompt in enumerate(prompts):
-      prefix_BxS[b, :len(prompt) - 1] = prompt[:-1]
-      prefix_len_B[b] = len(prompt) - 1
-      last_B[b] = prompt[-1]
+    last_B[:n] = [p[-1] for p in prompts]
     done_B = np.arange(b_rows) >= n  # padding rows count as finished
+    max_new = max(r.max_new_tokens for r in requests)
+    generated = [[] for _ in range(n)]
+    finished = [False] * n
+    steps = 0
     with s._activation_rules():  # pylint: disable=protected-access
-      cache = self._prefill(s.params, s._put(prefix_BxS), s._put(prefix_len_B), slots)  # pylint: disable=protected-access
       token_B, done_dev_B = s._put(last_B), s._put(done_B)  # pylint: disable=protected-access
-      generated = [[] for _ in range(n)]
-      finished = [False] * n
-      steps = 0
       while steps < max_new and not all(finished):
         limit = min(_STEPS_PER_CALL, max_new - steps)
-        out_BxC, token_B, done_dev_B, cache = self._decode(
-            s.params, cache, token_B, done_dev_B, _STEPS_PER_CALL, jnp.int32(limit))
+        out_BxC, token_B, done_dev_B, cache = s.fns.decode(
+            s.params, cache, token_B, done_dev_B, jnp.int32(limit))
         out_BxC = _fetch(out_BxC)[:, :limit]
         steps += limit
         for b in range(n):
@@ -156,15 +148,15 @@ def _fetch(x) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def _prefill(model, params, prefix_BxS, prefix_len_B, slots):
-  cache = llama.init_cache(model.cfg, prefix_BxS.shape[0], slots)
-  _, cache = model.apply({"params": params}, prefix_BxS, cache=cache, lengths_B=prefix_len_B)
-  return cache
+def jit_decode(model):
+  return jax.jit(functools.partial(_decode_steps, model, model.cfg.eos_token_id),
+                 donate_argnums=(1,))
 
 
-def _decode_steps(model, eos_id, params, cache, token_B, done_B, max_steps, limit):
-  """Up to `limit` (≤ max_steps) greedy steps; stops early once every row has seen EOS."""
-  out_BxC = jnp.full((token_B.shape[0], max_steps), eos_id, jnp.int32)
+def _decode_steps(model, eos_id, params, cache, token_B, done_B, limit):
+  """Up to `limit` (≤ _STEPS_PER_CALL) greedy steps; stops early once every row has seen
+  EOS. Unfilled columns of the result hold EOS."""
+  out_BxC = jnp.full((token_B.shape[0], _STEPS_PER_CALL), eos_id, jnp.int32)
 
   def cond(carry):
     i, _, _, done_B, _ = carry

@@ -16,7 +16,10 @@ are (the training shardings), so scoring runs on the live train state.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -36,14 +39,9 @@ _TOKENS_PER_CALL = 2048
 
 
 def bucket(n: int, minimum: int = 16) -> int:
-  """The padded size for `n`: the next of minimum·{1, 1.5, 2, 3, 4, 6, …} at or above n."""
-  size = minimum
-  while size < n:
-    if size < 4:
-      size *= 2
-    else:
-      size = size * 3 // 2 if (size & (size - 1)) == 0 else size * 4 // 3
-  return size
+  """The padded size for `n`: the next power of two at or above both n and `minimum`.
+  Coarse on purpose: every distinct shape is a compile."""
+  return max(minimum, 1 << max(0, n - 1).bit_length())
 
 
 class Scorer:
@@ -63,20 +61,17 @@ class Scorer:
     self.batch_size = batch_size
     self.max_length = max_length or model_cfg.max_length
     self.mesh = mesh
-    self.model = llama.Llama(model_cfg)
     if shardings is not None:
       params = jax.device_put(params, shardings)
     self.params = params
-    out_shardings = None
+    self._row_multiple = 1
+    replicated = None
     if mesh is not None:
       from fineline import partitioning  # pylint: disable=import-outside-toplevel
-      out_shardings = partitioning.replicated(mesh)
+      replicated = partitioning.replicated(mesh)
       self._row_multiple = partitioning.data_parallel_size(mesh)
-    else:
-      self._row_multiple = 1
-    self._score_fn = jax.jit(functools.partial(_score_batch, self.model),
-                             out_shardings=out_shardings)
-    self._decoder = generate_lib.GreedyDecoder(self, out_shardings)
+    self.fns = _jitted(json.dumps(model_cfg.to_dict(), sort_keys=True), replicated)
+    self._decoder = generate_lib.GreedyDecoder(self)
 
   # ---- public API ----------------------------------------------------------------------
 
@@ -113,16 +108,22 @@ class Scorer:
       keep = self.max_length + 1 - len(continuation)
       groups.setdefault(tuple(context[-keep:]), []).append(i)
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
+    if not pairs:
+      return results
+    # One cache size per call: the prefill and scoring functions then compile once per
+    # context shape and once per continuation shape, not once per combination.
+    slots = (bucket(max(len(c) for c in groups) - 1, 16)
+             + bucket(max(len(c) for _, c in pairs), 8))
     bar = tqdm.tqdm(total=len(pairs), desc="loglikelihood", disable=not progress)
     for batch in self._plan(groups, pairs):
-      sums, greedy = self._run_batch(batch, pairs)
+      sums, greedy = self._run_batch(batch, pairs, slots)
       for i, s, g in zip((i for _, idx in batch for i in idx), sums, greedy):
         results[i] = (float(s), bool(g))
       bar.update(sum(len(idx) for _, idx in batch))
     bar.close()
     return results
 
-  # ---- internals -----------------------------------------------------------------------
+  # ---- internals (also used by generation) ---------------------------------------------
 
   def _plan(self, groups, pairs):
     """Batches of (context, [request indices]): longest contexts first, at most
@@ -131,8 +132,8 @@ class Scorer:
     for context, idx in sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[1][0])):
       for i in idx:
         need = max(cont_len, len(pairs[i][1]))
-        cap = max(1, min(self.batch_size, _TOKENS_PER_CALL // bucket(need, 8)))
-        if current and rows + 1 > cap:
+        if current and rows + 1 > max(1, min(self.batch_size,
+                                             _TOKENS_PER_CALL // bucket(need, 8))):
           batches.append(current)
           current, rows, need = [], 0, len(pairs[i][1])
         if current and current[-1][0] is context:
@@ -151,20 +152,25 @@ class Scorer:
       size = self.batch_size
     return -(-size // self._row_multiple) * self._row_multiple
 
-  def _run_batch(self, batch, pairs):
-    contexts = [context for context, _ in batch]
-    row_idx = [i for _, idx in batch for i in idx]
-    n_ctx, n_rows = len(contexts), len(row_idx)
-    prefix_len = bucket(max(len(c) - 1 for c in contexts), 16)
-    cont_len = bucket(max(len(pairs[i][1]) for i in row_idx), 8)
-    b_ctx, b_rows = self._rows(n_ctx), self._rows(n_rows)
+  def _prefill(self, sequences, slots: int):
+    """A KV cache holding each sequence but its last token (padded rows stay empty)."""
+    rows = self._rows(len(sequences))
+    prefix_BxS = np.zeros((rows, bucket(max(len(s) - 1 for s in sequences), 16)), np.int32)
+    prefix_len_B = np.zeros((rows,), np.int32)
+    for b, seq in enumerate(sequences):
+      prefix_BxS[b, :len(seq) - 1] = seq[:-1]
+      prefix_len_B[b] = len(seq) - 1
+    with self._activation_rules():
+      return self.fns.prefill(self.params, self._put(prefix_BxS), self._put(prefix_len_B),
+                              slots)
+
+  def _run_batch(self, batch, pairs, slots):
     # The context minus its last token goes through the cache; that last token starts each
     # continuation chunk, whose logits then predict exactly the continuation tokens.
-    prefix_BcxSc = np.zeros((b_ctx, prefix_len), np.int32)
-    prefix_len_Bc = np.zeros((b_ctx,), np.int32)
-    for b, context in enumerate(contexts):
-      prefix_BcxSc[b, :len(context) - 1] = context[:-1]
-      prefix_len_Bc[b] = len(context) - 1
+    cache = self._prefill([context for context, _ in batch], slots)
+    n_rows = sum(len(idx) for _, idx in batch)
+    b_rows = self._rows(n_rows)
+    cont_len = bucket(max(len(pairs[i][1]) for _, idx in batch for i in idx), 8)
     row_ctx_Bk = np.zeros((b_rows,), np.int32)
     inputs_BkxSk = np.zeros((b_rows, cont_len), np.int32)
     targets_BkxSk = np.zeros((b_rows, cont_len), np.int32)
@@ -174,15 +180,14 @@ class Scorer:
       for i in idx:
         continuation = pairs[i][1]
         n = len(continuation)
-        row_ctx_Bk[r] = b
+        row_ctx_Bk[r], lengths_Bk[r] = b, n
         inputs_BkxSk[r, :n] = [context[-1]] + continuation[:-1]
         targets_BkxSk[r, :n] = continuation
-        lengths_Bk[r] = n
         r += 1
-    args = [self._put(x) for x in (prefix_BcxSc, prefix_len_Bc, row_ctx_Bk, inputs_BkxSk,
-                                   targets_BkxSk, lengths_Bk)]
     with self._activation_rules():
-      sums_Bk, greedy_Bk = self._score_fn(self.params, *args)
+      cache = self.fns.take_rows(cache, self._put(row_ctx_Bk))
+      args = [self._put(x) for x in (inputs_BkxSk, targets_BkxSk, lengths_Bk)]
+      sums_Bk, greedy_Bk = self.fns.score(self.params, cache, *args)
     return np.asarray(sums_Bk)[:n_rows], np.asarray(greedy_Bk)[:n_rows]
 
   def _put(self, x_np: np.ndarray):
@@ -197,10 +202,29 @@ class Scorer:
 
   def _activation_rules(self):
     if self.mesh is None:
-      import contextlib  # pylint: disable=import-outside-toplevel
       return contextlib.nullcontext()
     from fineline import partitioning  # pylint: disable=import-outside-toplevel
     return partitioning.activation_rules(self.mesh)
+
+
+class _Functions(typing.NamedTuple):
+  prefill: typing.Callable
+  take_rows: typing.Callable
+  score: typing.Callable
+  decode: typing.Callable
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(cfg_json: str, replicated) -> _Functions:
+  """The jitted functions of one model configuration, shared by every Scorer of it so
+  that a new checkpoint of the same model reuses the compiled programs."""
+  model = llama.Llama(LlamaConfig.from_dict(json.loads(cfg_json)))
+  return _Functions(
+      prefill=jax.jit(functools.partial(_prefill, model), static_argnums=(3,)),
+      # Apart from scoring, so that scoring compiles per continuation shape only.
+      take_rows=jax.jit(functools.partial(take_cache_rows, scanned=model.cfg.scan_layers)),
+      score=jax.jit(functools.partial(_score_continuations, model), out_shardings=replicated),
+      decode=generate_lib.jit_decode(model))
 
 
 def take_cache_rows(cache, rows_B, scanned: bool):
@@ -211,21 +235,23 @@ def take_cache_rows(cache, rows_B, scanned: bool):
           "end": cache["end"][rows_B]}
 
 
-def _score_batch(model, params, prefix_BcxSc, prefix_len_Bc, row_ctx_Bk, inputs_BkxSk,
-                 targets_BkxSk, lengths_Bk):
-  """Summed target log-probabilities and all-greedy flags of each continuation row."""
-  cfg = model.cfg
-  b_ctx, prefix_len = prefix_BcxSc.shape
-  cont_len = inputs_BkxSk.shape[1]
-  cache = llama.init_cache(cfg, b_ctx, prefix_len + cont_len)
-  _, cache = model.apply({"params": params}, prefix_BcxSc, cache=cache, lengths_B=prefix_len_Bc)
-  cache = take_cache_rows(cache, row_ctx_Bk, cfg.scan_layers)
+def _prefill(model, params, prefix_BxS, prefix_len_B, slots):
+  """The cache after `prefix_BxS` (row b's first prefix_len_B[b] tokens count); the
+  logits are unused, so XLA drops the LM head."""
+  cache = llama.init_cache(model.cfg, prefix_BxS.shape[0], slots)
+  _, cache = model.apply({"params": params}, prefix_BxS, cache=cache, lengths_B=prefix_len_B)
+  return cache
+
+
+def _score_continuations(model, params, cache, inputs_BkxSk, targets_BkxSk, lengths_Bk):
+  """Summed target log-probabilities and all-greedy flags of each continuation row, each
+  row attending to its own (context's) cache row."""
   logits_BkxSkxV, _ = model.apply({"params": params}, inputs_BkxSk, cache=cache,
                                   lengths_B=lengths_Bk)
   logprobs_BkxSkxV = jax.nn.log_softmax(logits_BkxSkxV, axis=-1)
   target_logprob_BkxSk = jnp.take_along_axis(logprobs_BkxSkxV, targets_BkxSk[..., None],
                                              axis=-1)[..., 0]
-  valid_BkxSk = jnp.arange(cont_len)[None, :] < lengths_Bk[:, None]
+  valid_BkxSk = jnp.arange(inputs_BkxSk.shape[1])[None, :] < lengths_Bk[:, None]
   sums_Bk = jnp.sum(jnp.where(valid_BkxSk, target_logprob_BkxSk, 0.0), axis=-1)
   greedy_BkxSk = jnp.argmax(logits_BkxSkxV, axis=-1) == targets_BkxSk
   return sums_Bk, jnp.all(greedy_BkxSk | ~valid_BkxSk, axis=-1)

@@ -1,0 +1,130 @@
+"""Small evaluation datasets in each benchmark's real schema, written inside tests.
+
+`write_eval_data(data_dir)` lays them out as `fineline eval --data_dir` reads a user's own
+copy (<data_dir>/<task>/<split>.jsonl), and `write_saved_arc(data_dir)` writes ARC-Easy as
+a `datasets` save_to_disk directory where tools/get_eval_data.sh puts the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+WORDS = ("the quick brown fox jumps over lazy dog question answer model train token science "
+         "history language number water energy plant animal light sound heat earth").split()
+
+
+def _text(rng, lo=3, hi=9):
+  return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+def _hellaswag(rng, i):
+  ending = lambda: _text(rng) + rng.choice([".", " [title] step two.", " [header] more."])
+  return {"ind": i, "activity_label": _text(rng, 1, 3).title(), "ctx_a": _text(rng) + ".",
+          "ctx_b": _text(rng, 1, 3), "endings": [ending() for _ in range(4)],
+          "source_id": f"x~{i}", "split": "val", "split_type": "indomain",
+          "label": str(rng.randrange(4))}
+
+
+def _arc(rng, i):
+  n = rng.choice([3, 4, 4, 5])
+  labels = list("ABCDE"[:n]) if rng.random() < 0.8 else [str(k + 1) for k in range(n)]
+  return {"id": f"q{i}", "question": _text(rng) + "?",
+          "choices": {"text": [_text(rng, 1, 4) for _ in range(n)], "label": labels},
+          "answerKey": rng.choice(labels)}
+
+
+def _piqa(rng, i):
+  return {"goal": _text(rng), "sol1": _text(rng), "sol2": _text(rng), "label": rng.randrange(2)}
+
+
+def _winogrande(rng, i):
+  return {"sentence": f"{_text(rng)} _ {_text(rng)}.", "option1": rng.choice(WORDS).title(),
+          "option2": rng.choice(WORDS).title(), "answer": rng.choice(["1", "2"])}
+
+
+def _boolq(rng, i):
+  return {"passage": _text(rng, 8, 20) + ".", "question": _text(rng), "idx": i,
+          "label": rng.randrange(2)}
+
+
+def _openbookqa(rng, i):
+  return {"id": f"o{i}", "question_stem": _text(rng),
+          "choices": {"text": [_text(rng, 1, 4) for _ in range(4)], "label": list("ABCD")},
+          "answerKey": rng.choice("ABCD")}
+
+
+def _sciq(rng, i):
+  return {"question": _text(rng) + "?", "distractor1": _text(rng, 1, 2),
+          "distractor2": _text(rng, 1, 2), "distractor3": _text(rng, 1, 2),
+          "correct_answer": _text(rng, 1, 2),
+          "support": rng.choice(["", " " + _text(rng, 5, 12) + "."])}
+
+
+def _mmlu(rng, i):
+  return {"question": " " + _text(rng) + "? ", "subject": "anatomy",
+          "choices": [_text(rng, 1, 3) for _ in range(4)], "answer": rng.randrange(4)}
+
+
+def _lambada(rng, i):
+  return {"text": _text(rng, 8, 20) + " " + rng.choice(WORDS)}
+
+
+def _gsm8k(rng, i):
+  a, b = rng.randint(2, 99), rng.randint(2, 99)
+  return {"question": f"{_text(rng)} has {a} and gets {b} more. How many?",
+          "answer": f"{a} + {b} = <<{a}+{b}={a + b}>>{a + b}\n#### {a + b:,}"}
+
+
+def _triviaqa(rng, i):
+  value = rng.choice(WORDS).title()
+  return {"question": _text(rng), "question_id": f"t{i}",
+          "answer": {"aliases": [value, value.lower() + "s", f"The {value}"],
+                     "normalized_aliases": [value.lower()], "value": value}}
+
+
+SCHEMAS = {  # task → (document maker, splits)
+    "hellaswag": (_hellaswag, ("train", "validation")),
+    "arc_easy": (_arc, ("train", "validation", "test")),
+    "arc_challenge": (_arc, ("train", "validation", "test")),
+    "piqa": (_piqa, ("train", "validation")),
+    "winogrande": (_winogrande, ("train", "validation")),
+    "boolq": (_boolq, ("train", "validation")),
+    "openbookqa": (_openbookqa, ("train", "validation", "test")),
+    "sciq": (_sciq, ("train", "validation", "test")),
+    "mmlu_anatomy": (_mmlu, ("dev", "test")),
+    "lambada": (_lambada, ("test",)),
+    "gsm8k": (_gsm8k, ("test",)),
+    "triviaqa": (_triviaqa, ("train", "validation")),
+}
+
+
+def make_docs(task: str, split: str, n: int = 12, seed: int = 0) -> list[dict]:
+  maker, _ = SCHEMAS[task]
+  rng = random.Random(f"{task}/{split}/{seed}")
+  return [maker(rng, i) for i in range(n)]
+
+
+def write_jsonl(path, rows) -> str:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+  return str(path)
+
+
+def write_eval_data(data_dir, tasks=None, n: int = 12) -> str:
+  for task in tasks or SCHEMAS:
+    for split in SCHEMAS[task][1]:
+      write_jsonl(os.path.join(data_dir, task, f"{split}.jsonl"),
+                  make_docs(task, split, 5 if split == "dev" else n))
+  return str(data_dir)
+
+
+def write_saved_arc(data_dir, n: int = 12) -> str:
+  """ARC-Easy validation as a save_to_disk directory at the offline copy's place."""
+  import datasets
+  path = os.path.join(data_dir, "hf_datasets", "ai2_arc", "ARC-Easy", "validation")
+  datasets.Dataset.from_list(make_docs("arc_easy", "validation", n)).save_to_disk(path)
+  return path

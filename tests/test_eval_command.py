@@ -1,0 +1,112 @@
+"""`fineline eval` end to end: against lm-evaluation-harness on the same HF model and data,
+on a fineline checkpoint, and with a dataset missing."""
+
+import json
+import os
+
+import pytest
+
+from eval_fixtures import SCHEMAS, write_eval_data
+from hf_fixtures import make_hf_llama_dir
+
+from fineline import cli
+
+TASKS = ("arc_easy", "winogrande", "lambada")  # multiple choice, partial scoring, greedy
+LM_EVAL_CONFIGS = {"arc_easy": "arc/arc_easy.yaml", "winogrande": "winogrande/default.yaml",
+                   "lambada": "lambada/lambada_openai.yaml"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("eval_command")
+  hf_dir = make_hf_llama_dir(tmp / "hf", tokenizer="sentencepiece")
+  data_dir = write_eval_data(tmp / "data", tasks=TASKS, n=10)
+  return tmp, hf_dir, data_dir
+
+
+def _eval(*args):
+  return cli.main(["eval", "--quiet", *map(str, args)])
+
+
+def _lm_eval(hf_dir, data_dir, num_fewshot):
+  """lm-eval's simple_evaluate with its HF backend on the same directory and JSON data."""
+  import lm_eval
+  from lm_eval.api.task import ConfigurableTask
+  from lm_eval.models.huggingface import HFLM
+  from lm_eval.tasks._yaml_loader import load_yaml
+  tasks = []
+  for task in TASKS:
+    cfg = load_yaml(os.path.join(os.path.dirname(lm_eval.tasks.__file__), LM_EVAL_CONFIGS[task]))
+    files = {s: os.path.join(data_dir, task, f"{s}.jsonl") for s in SCHEMAS[task][1]}
+    cfg.update(task=task, dataset_path="json", dataset_name=None,
+               dataset_kwargs={"data_files": files})
+    tasks.append(ConfigurableTask(config=cfg))
+  lm = HFLM(pretrained=hf_dir, batch_size=8, device="cpu", dtype="float32")
+  out = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot,
+                                bootstrap_iters=0, log_samples=True)
+  return out["results"], out["samples"]
+
+
+def test_hf_dir_scores_equal_lm_eval(setup):
+  tmp, hf_dir, data_dir = setup
+  output, samples = tmp / "hf.json", tmp / "hf_samples.jsonl"
+  assert _eval("--checkpoint", hf_dir, "--tasks", ",".join(TASKS), "--num_fewshot", 1,
+               "--data_dir", data_dir, "--output", output, "--samples", samples) == 0
+  record = json.loads(output.read_text())
+  theirs, their_samples = _lm_eval(hf_dir, data_dir, num_fewshot=1)
+  for task in TASKS:
+    mine = record["tasks"][task]
+    for metric in ("acc", "acc_norm"):
+      if f"{metric},none" in theirs[task]:
+        assert mine[metric] == theirs[task][f"{metric},none"], (task, metric)
+    if task == "lambada":
+      assert mine["perplexity"] == pytest.approx(theirs[task]["perplexity,none"], rel=1e-4)
+    assert mine["n"] == len(their_samples[task])
+  # Per-request log-likelihoods agree, request by request.
+  mine_ll = {}
+  for row in map(json.loads, samples.read_text().splitlines()):
+    mine_ll[(row["task"], row["doc"], row.get("choice") or 0)] = row["loglikelihood"]
+  compared = 0
+  for task in TASKS:
+    for sample in their_samples[task]:
+      for choice, resp in enumerate(sample["resps"]):
+        assert mine_ll[(task, sample["doc_id"], choice)] == pytest.approx(
+            float(resp[0][0]), abs=1e-4)
+        compared += 1
+  assert compared == len(mine_ll)
+
+
+def test_fineline_checkpoint_gives_the_same_record(setup):
+  from fineline.convert.hf import import_hf
+  tmp, hf_dir, data_dir = setup
+  ckpt = tmp / "ckpt"
+  import_hf(hf_dir, str(ckpt))
+  out_ckpt, out_hf = tmp / "ckpt.json", tmp / "hf0.json"
+  args = ("--tasks", "arc_easy,winogrande", "--limit", 6, "--data_dir", data_dir)
+  assert _eval("--checkpoint", ckpt, "--output", out_ckpt, "--model", "tiny", *args) == 0
+  assert _eval("--checkpoint", hf_dir, "--output", out_hf, *args) == 0
+  record, record_hf = json.loads(out_ckpt.read_text()), json.loads(out_hf.read_text())
+  assert set(record) == {"model", "checkpoint", "step", "tokens", "tasks"}
+  assert (record["model"], record["step"], record["tokens"]) == ("tiny", 0, 0)
+  assert record["checkpoint"] == str(ckpt)
+  arc = record["tasks"]["arc_easy"]
+  for key in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n", "num_fewshot",
+              "capability", "chance"):
+    assert key in arc
+  assert (arc["n"], arc["num_fewshot"], arc["capability"], arc["chance"]) == (
+      6, 0, "world_knowledge", 0.25)
+  assert set(record["tasks"]["winogrande"]) >= {"acc", "acc_stderr", "n"}
+  for task in ("arc_easy", "winogrande"):
+    assert record["tasks"][task]["acc"] == record_hf["tasks"][task]["acc"]
+
+
+def test_missing_dataset_names_task_and_directory(setup, tmp_path, capsys):
+  _, hf_dir, _ = setup
+  empty = tmp_path / "no_data"
+  empty.mkdir()
+  output = tmp_path / "r.json"
+  assert _eval("--checkpoint", hf_dir, "--tasks", "piqa", "--data_dir", empty,
+               "--output", output) == 1
+  err = capsys.readouterr().err
+  assert "'piqa'" in err and str(empty) in err and "get_eval_data.sh" in err
+  assert not output.exists()
