@@ -6,12 +6,17 @@ A checkpoint directory holds the items
 and, when the trainer wrote it, further items (optimizer state, data-iterator position).
 `fineline convert --from_hf` writes the same two items, so the trainer can start from an
 imported model and evaluation reads both the same way. A training run keeps one such
-directory per saved step under MODEL_DIR/checkpoints/<step>/.
+directory per saved step under MODEL_DIR/checkpoints/<step>/ (`RunCheckpoints`), with the
+items `train_state` (optimizer state and step counters) and `data` (each host's data
+iterator position, JSON) beside `params` and `meta`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -25,12 +30,14 @@ FORMAT = "fineline/1"
 
 
 def save_params(path: str, params, cfg: LlamaConfig, *, overwrite: bool = False,
-                **meta: Any) -> None:
+                compress: bool = True, **meta: Any) -> None:
   """Writes params + meta as a checkpoint at `path`. Orbax writes to a temporary directory
-  and renames it when complete, so an interrupted save leaves nothing restorable."""
+  and renames it when complete, so an interrupted save leaves nothing restorable.
+  compress=False skips zstd: several times faster to write, needs no buffers beyond the
+  arrays themselves (conversion uses it); either kind reads back the same way."""
   path = os.path.abspath(path)
   meta = {"format": FORMAT, "model_config": cfg.to_dict(), **meta}
-  with _checkpointer() as ckptr:
+  with _checkpointer(compress=compress) as ckptr:
     ckptr.save(path, ocp.args.Composite(params=ocp.args.PyTreeSave(params),
                                         meta=ocp.args.JsonSave(meta)), force=overwrite)
 
@@ -77,9 +84,16 @@ def load_params(path: str, *, shardings=None, as_numpy: bool = False,
   return params, cfg.replace(scan_layers=want_scan), meta
 
 
-def _checkpointer() -> ocp.Checkpointer:
+def _checkpointer(compress: bool = True) -> ocp.Checkpointer:
+  # ocp.Checkpointer saves synchronously, so host arrays need not be deep-copied first
+  # (Orbax's default), which would hold a second copy of the model while it is written.
+  th = ocp.type_handlers
+  registry = th.create_type_handler_registry(*[
+      (ty, th.NumpyHandler(deepcopy_host_arrays=False) if ty is np.ndarray
+       else th.get_type_handler(ty)) for ty in th.supported_types()])
   return ocp.Checkpointer(ocp.CompositeCheckpointHandler(
-      params=ocp.PyTreeCheckpointHandler(), meta=ocp.JsonCheckpointHandler()))
+      params=ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=compress),
+      meta=ocp.JsonCheckpointHandler()))
 
 
 def _relayout(params, num_layers: int, scan: bool):
@@ -88,3 +102,145 @@ def _relayout(params, num_layers: int, scan: bool):
 
 def _default_sharding():
   return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+# --- Training runs: MODEL_DIR/checkpoints/<step>/ managed by Orbax ---------------------------
+
+
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+  state: dict
+
+
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+  pass
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+  """Each host's data-iterator position as `process_<i>.json`: every host writes its own."""
+
+  def save(self, directory, args: DataStateSave):
+    path = os.path.join(os.fspath(directory), f"process_{jax.process_index()}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(args.state, f)
+
+  def restore(self, directory, args: DataStateRestore | None = None):
+    del args
+    directory = os.fspath(directory)
+    own = os.path.join(directory, f"process_{jax.process_index()}.json")
+    path = own if os.path.exists(own) else os.path.join(directory, "process_0.json")
+    if not os.path.exists(path):
+      return None
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+
+  def metadata(self, directory):
+    return None
+
+  def finalize(self, directory):
+    pass
+
+  def close(self):
+    pass
+
+
+ocp.args.register_with_handler(DataStateHandler, for_save=True)(DataStateSave)
+ocp.args.register_with_handler(DataStateHandler, for_restore=True)(DataStateRestore)
+
+
+def ensure_writable(model_dir: str) -> None:
+  """Creates MODEL_DIR and proves it takes a file; a clear error otherwise."""
+  probe = os.path.join(model_dir, f".write_probe_{jax.process_index()}")
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    with open(probe, "w", encoding="utf-8") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise PermissionError(f"MODEL_DIR {model_dir} is not writable: {e}") from None
+
+
+def copy_tokenizer(model_dir: str, tokenizer_file: str | None) -> None:
+  """The run's tokenizer files, copied once to MODEL_DIR/tokenizer/ (by process 0)."""
+  if not tokenizer_file or jax.process_index() != 0:
+    return
+  dest = os.path.join(model_dir, "tokenizer")
+  if os.path.isdir(dest):
+    return
+  tmp = f"{dest}.tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  if os.path.isdir(tokenizer_file):
+    shutil.copytree(tokenizer_file, tmp)
+  else:
+    os.makedirs(tmp)
+    shutil.copy2(tokenizer_file, os.path.join(tmp, os.path.basename(tokenizer_file)))
+  os.replace(tmp, dest)
+
+
+class RunCheckpoints:
+  """A run's checkpoints: async Orbax saves, a rolling window of the newest `keep_last`, and
+  every `keep_every`-th step kept for good (the series that evaluation and analysis read).
+
+  Orbax writes each save into a temporary directory and renames it when every host is done,
+  so an interrupted save is never listed, let alone restored.
+  """
+
+  def __init__(self, model_dir: str, *, keep_last: int = 3, keep_every: int | None = None,
+               async_save: bool = True):
+    self.directory = os.path.join(os.path.abspath(model_dir), "checkpoints")
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep_last, keep_period=keep_every or None, create=True,
+        cleanup_tmp_directories=True, enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"params": ocp.StandardCheckpointHandler(),
+                       "train_state": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler(),
+                       "data": DataStateHandler()})
+
+  def latest_step(self) -> int | None:
+    """The newest complete checkpoint's step."""
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def path(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def save(self, step: int, state: dict, meta: dict, data_state: dict | None) -> None:
+    """Starts saving `state` (the train-step state) at `step`; returns once the arrays are
+    copied off the devices, while the write goes on in the background."""
+    train_state = {k: v for k, v in state.items() if k != "params"}
+    self._manager.save(step, force=True, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state["params"]),
+        train_state=ocp.args.StandardSave(train_state),
+        meta=ocp.args.JsonSave({"format": FORMAT, **meta}),
+        data=DataStateSave(data_state or {})))
+
+  def restore(self, step: int, abstract_state) -> tuple[dict, dict, dict | None]:
+    """(state, meta, data_state) of `step`, each array placed with the sharding its
+    `abstract_state` leaf carries (any mesh or device count)."""
+    abstract_train = {k: v for k, v in abstract_state.items() if k != "params"}
+    out = self._manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_state["params"]),
+        train_state=ocp.args.StandardRestore(abstract_train),
+        meta=ocp.args.JsonRestore(),
+        data=DataStateRestore()))
+    state = {"params": out["params"], **out["train_state"]}
+    return state, out["meta"], out["data"] or None
+
+  def wait(self) -> None:
+    """Blocks until the save in flight is committed; re-raises its error, if any."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def abstract_with_shardings(abstract_tree, shardings):
+  """ShapeDtypeStructs that carry the sharding to restore each leaf with."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract_tree, shardings)

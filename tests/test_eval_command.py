@@ -47,12 +47,21 @@ def _lm_eval(hf_dir, data_dir, num_fewshot):
   return out["results"], out["samples"]
 
 
-def test_hf_dir_scores_equal_lm_eval(setup):
+ARGS = ("--tasks", ",".join(TASKS), "--num_fewshot", 1)
+
+
+@pytest.fixture(scope="module")
+def hf_record(setup):
   tmp, hf_dir, data_dir = setup
   output, samples = tmp / "hf.json", tmp / "hf_samples.jsonl"
-  assert _eval("--checkpoint", hf_dir, "--tasks", ",".join(TASKS), "--num_fewshot", 1,
-               "--data_dir", data_dir, "--output", output, "--samples", samples) == 0
-  record = json.loads(output.read_text())
+  assert _eval("--checkpoint", hf_dir, *ARGS, "--data_dir", data_dir, "--output", output,
+               "--samples", samples) == 0
+  return json.loads(output.read_text()), samples
+
+
+def test_hf_dir_scores_equal_lm_eval(setup, hf_record):
+  _, hf_dir, data_dir = setup
+  record, samples = hf_record
   theirs, their_samples = _lm_eval(hf_dir, data_dir, num_fewshot=1)
   for task in TASKS:
     mine = record["tasks"][task]
@@ -76,16 +85,15 @@ def test_hf_dir_scores_equal_lm_eval(setup):
   assert compared == len(mine_ll)
 
 
-def test_fineline_checkpoint_gives_the_same_record(setup):
+def test_fineline_checkpoint_gives_the_same_record(setup, hf_record):
   from fineline.convert.hf import import_hf
   tmp, hf_dir, data_dir = setup
   ckpt = tmp / "ckpt"
   import_hf(hf_dir, str(ckpt))
-  out_ckpt, out_hf = tmp / "ckpt.json", tmp / "hf0.json"
-  args = ("--tasks", "arc_easy,winogrande", "--limit", 6, "--data_dir", data_dir)
-  assert _eval("--checkpoint", ckpt, "--output", out_ckpt, "--model", "tiny", *args) == 0
-  assert _eval("--checkpoint", hf_dir, "--output", out_hf, *args) == 0
-  record, record_hf = json.loads(out_ckpt.read_text()), json.loads(out_hf.read_text())
+  output = tmp / "ckpt.json"
+  assert _eval("--checkpoint", ckpt, *ARGS, "--data_dir", data_dir, "--output", output,
+               "--model", "tiny") == 0
+  record, record_hf = json.loads(output.read_text()), hf_record[0]
   assert set(record) == {"model", "checkpoint", "step", "tokens", "tasks"}
   assert (record["model"], record["step"], record["tokens"]) == ("tiny", 0, 0)
   assert record["checkpoint"] == str(ckpt)
@@ -94,10 +102,12 @@ def test_fineline_checkpoint_gives_the_same_record(setup):
               "capability", "chance"):
     assert key in arc
   assert (arc["n"], arc["num_fewshot"], arc["capability"], arc["chance"]) == (
-      6, 0, "world_knowledge", 0.25)
-  assert set(record["tasks"]["winogrande"]) >= {"acc", "acc_stderr", "n"}
-  for task in ("arc_easy", "winogrande"):
+      10, 1, "world_knowledge", 0.25)
+  assert set(record["tasks"]["lambada"]) >= {"acc", "acc_stderr", "perplexity", "n"}
+  for task in TASKS:
     assert record["tasks"][task]["acc"] == record_hf["tasks"][task]["acc"]
+  assert record["tasks"]["lambada"]["perplexity"] == pytest.approx(
+      record_hf["tasks"]["lambada"]["perplexity"], rel=1e-5)
 
 
 def test_missing_dataset_names_task_and_directory(setup, tmp_path, capsys):

@@ -109,6 +109,16 @@ def test_arithmetic_items_are_correct(corpus):
     assert int(it["choices"][it["gold"]]) == max(map(int, it["choices"]))
 
 
+def test_copying_gold_continues_the_repeated_list(corpus):
+  items = _all_items(corpus)
+  for it in items["skills_copying_mc"]:
+    words, head = (part.split() for part in it["context"][len("Repeat: "):].split(" | "))
+    assert words[:len(head)] == head
+    assert it["choices"][it["gold"]] == " ".join(words[len(head):])
+  for it in items["skills_copying_gen"]:
+    assert it["context"] == f"Repeat: {it['answer']} |"
+
+
 def test_agreement_gold_follows_the_subject_not_the_attractor(corpus):
   plural_nouns = {pl for _, pl in sw.NOUNS}
   for it in _all_items(corpus)["skills_agreement_attractor_mc"]:
@@ -168,6 +178,15 @@ def test_tokenizer_loads_with_transformers_as_llama(corpus):
     ids = tok(text)["input_ids"]
     assert ids == [1] + sp.encode(text)
     assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+def test_tokenizer_loads_as_the_trainers_vocabulary(corpus):
+  from fineline.tokenizers import load_vocabulary  # pylint: disable=import-outside-toplevel
+  sp = spm.SentencePieceProcessor(model_file=os.path.join(corpus.tokenizer_dir, "tokenizer.model"))
+  vocab = load_vocabulary(corpus.tokenizer)
+  assert vocab.add_bos and vocab.vocab_size == 512 and vocab.eos_id == 2
+  for text in _train_text(corpus)[:5]:
+    assert list(vocab.encode(text)) == sp.encode(text)
 
 
 def test_ensure_corpus_reuses_a_complete_corpus(corpus, monkeypatch):

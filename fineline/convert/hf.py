@@ -75,11 +75,11 @@ def to_fineline(w: np.ndarray, kind: str, cfg: LlamaConfig) -> np.ndarray:
   if kind == "same":
     return w
   if kind == "transpose":
-    return np.ascontiguousarray(w.T)
+    return transpose(w)
   if kind == "in_heads":  # (N·Dh)×D → D×N×Dh
-    return np.ascontiguousarray(w.T).reshape(w.shape[1], w.shape[0] // Dh, Dh)
+    return transpose(w).reshape(w.shape[1], w.shape[0] // Dh, Dh)
   if kind == "heads_out":  # D×(H·Dh) → H×Dh×D
-    return np.ascontiguousarray(w.T).reshape(w.shape[1] // Dh, Dh, w.shape[0])
+    return transpose(w).reshape(w.shape[1] // Dh, Dh, w.shape[0])
   raise ValueError(kind)
 
 
@@ -87,12 +87,24 @@ def to_hf(x: np.ndarray, kind: str) -> np.ndarray:
   if kind == "same":
     return x
   if kind == "transpose":
-    return np.ascontiguousarray(x.T)
+    return transpose(x)
   if kind == "in_heads":  # D×N×Dh → (N·Dh)×D
-    return np.ascontiguousarray(x.reshape(x.shape[0], -1).T)
+    return transpose(x.reshape(x.shape[0], -1))
   if kind == "heads_out":  # H×Dh×D → D×(H·Dh)
-    return np.ascontiguousarray(x.reshape(-1, x.shape[-1]).T)
+    return transpose(x.reshape(-1, x.shape[-1]))
   raise ValueError(kind)
+
+
+def transpose(w_AxB: np.ndarray, tile: int = 256) -> np.ndarray:
+  """A contiguous B×A copy, tile by tile: a plain strided copy of a large matrix misses the
+  cache on nearly every element and is several times slower. Moves raw bits (unsigned
+  integers of the same width), so bfloat16 needs no numpy arithmetic support."""
+  bits = w_AxB.view(f"u{w_AxB.dtype.itemsize}")
+  out_BxA = np.empty(bits.shape[::-1], bits.dtype)
+  for i in range(0, bits.shape[0], tile):
+    for j in range(0, bits.shape[1], tile):
+      out_BxA[j:j + tile, i:i + tile] = bits[i:i + tile, j:j + tile].T
+  return out_BxA.view(w_AxB.dtype)
 
 
 def read_hf_config(directory: str) -> tuple[dict, LlamaConfig]:
@@ -174,7 +186,7 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
   _, cfg = read_hf_config(src_dir)
   params, cfg = _read_params(src_dir, cfg, weights_io.as_dtype(dtype))
   with _staged_output(out_ckpt, overwrite) as staging:
-    checkpointing.save_params(staging, params, cfg, step=0, tokens=0,
+    checkpointing.save_params(staging, params, cfg, step=0, tokens=0, compress=False,
                               source={"hf_dir": os.path.abspath(src_dir)})
     del params
     tokenizer_files = _tokenizer_files(src_dir)

@@ -19,6 +19,7 @@ tokens, since the shards differ).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -52,20 +53,38 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
   return seqio.SentencePieceVocabulary(path)
 
 
-def _text_preprocessor(is_jsonl: bool, text_key: str):
-  """Lines (or JSON objects) → {"targets": document text}, empty documents dropped."""
-  def extract(line):
-    return json.loads(line.numpy().decode("utf-8")).get(text_key, "").encode("utf-8")
+def _to_targets(ds):
+  return ds.map(lambda text: {"targets": text}).filter(lambda ex: tf.strings.length(ex["targets"]) > 0)
 
-  def preprocess(ds):
-    def to_text(line):
-      if not is_jsonl:
-        return {"targets": line}
-      text = tf.py_function(extract, [line], tf.string)
-      text.set_shape([])
-      return {"targets": text}
-    return ds.map(to_text).filter(lambda ex: tf.strings.length(ex["targets"]) > 0)
-  return preprocess
+
+def _jsonl_as_tfrecords(files: list[str], text_key: str, cache_dir: str) -> list[str]:
+  """Each JSONL file's documents as a TFRecord file of raw UTF-8 texts, written once.
+
+  Parsing JSON inside tf.data would need a py_function, which makes the pipeline hang at
+  interpreter exit once its iterator was checkpointed; a one-off conversion keeps the
+  pipeline pure TensorFlow ops.
+  """
+  os.makedirs(cache_dir, exist_ok=True)
+  out = []
+  for path in files:
+    st = os.stat(path)
+    key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{text_key}".encode())
+    target = os.path.join(cache_dir, f"{os.path.basename(path)}.{key.hexdigest()[:12]}.tfrecord")
+    if not os.path.exists(target):
+      tmp = f"{target}.tmp{os.getpid()}"
+      with open(path, encoding="utf-8") as f, tf.io.TFRecordWriter(tmp) as writer:
+        for line_no, line in enumerate(f, 1):
+          if not line.strip():
+            continue
+          try:
+            text = json.loads(line)[text_key]
+          except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{line_no}: not a JSON object with a {text_key!r} field "
+                             f"({e})") from None
+          writer.write(text.encode("utf-8"))
+      os.replace(tmp, target)
+    out.append(target)
+  return out
 
 
 def _register(name: str, source: seqio.DataSource, vocabulary, preprocessors, tokenizer: str):
@@ -80,9 +99,11 @@ def _register(name: str, source: seqio.DataSource, vocabulary, preprocessors, to
 
 @gin.configurable
 def register_local_task(name: str = gin.REQUIRED, file_patterns=gin.REQUIRED,
-                        tokenizer: str = gin.REQUIRED, text_key: str = "text") -> str:
+                        tokenizer: str = gin.REQUIRED, text_key: str = "text",
+                        cache_dir: str | None = None) -> str:
   """A task over local files: `*.jsonl`/`*.json` lines are JSON objects with `text_key`;
-  any other file holds one document per line. `file_patterns`: a glob or a list of globs."""
+  any other file holds one document per line. `file_patterns`: a glob or a list of globs.
+  JSONL is converted once to TFRecords under `cache_dir` (default ~/.cache/fineline/jsonl)."""
   patterns = [file_patterns] if isinstance(file_patterns, str) else list(file_patterns)
   files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
   if not files:
@@ -90,9 +111,17 @@ def register_local_task(name: str = gin.REQUIRED, file_patterns=gin.REQUIRED,
   kinds = {f.endswith((".jsonl", ".json")) for f in files}
   if len(kinds) > 1:
     raise ValueError(f"task {name!r}: mixes JSONL and plain-text files; use one task for each")
-  source = seqio.TextLineDataSource({"train": files})
-  return _register(name, source, load_vocabulary(tokenizer),
-                   [_text_preprocessor(kinds.pop(), text_key)], tokenizer)
+  if kinds.pop():
+    records = _jsonl_as_tfrecords(files, text_key, cache_dir or _default_cache_dir())
+    source = seqio.FileDataSource(tf.data.TFRecordDataset, {"train": records})
+  else:
+    source = seqio.TextLineDataSource({"train": files})
+  return _register(name, source, load_vocabulary(tokenizer), [_to_targets], tokenizer)
+
+
+def _default_cache_dir() -> str:
+  return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                      "fineline", "jsonl")
 
 
 @gin.configurable
@@ -101,7 +130,7 @@ def register_tfds_task(name: str = gin.REQUIRED, tfds_name: str = gin.REQUIRED,
                        tfds_data_dir: str | None = None) -> str:
   """A task over a TFDS dataset's `text_key` feature, e.g. tfds_name='c4/en:3.1.0'."""
   source = seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir)
-  rekey = lambda ds: ds.map(lambda ex: {"targets": ex[text_key]})
+  rekey = lambda ds: _to_targets(ds.map(lambda ex: ex[text_key]))
   return _register(name, source, load_vocabulary(tokenizer), [rekey], tokenizer)
 
 
@@ -180,8 +209,6 @@ class PretrainData:
     ds = ds.batch(self.local_batch_size, drop_remainder=True).prefetch(2)
     options = tf.data.Options()
     options.deterministic = True
-    # The JSON parsing py_function is pure; its "external state" is safe to leave out.
-    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     return ds.with_options(options)
 
   def __iter__(self):

@@ -65,7 +65,7 @@ def default_data_dir() -> str:
 
 
 def ensure_corpus(data_dir: str | None = None, *, seed: int = 0, num_documents: int = 12000,
-                  num_eval_items: int = 100, num_people: int = 60,
+                  num_eval_items: int = 100, num_people: int = 48,
                   num_train_shards: int = 4) -> SkillsCorpus:
   """The corpus in `data_dir`, generated unless an identical one is already there."""
   data_dir = os.path.abspath(data_dir or default_data_dir())
@@ -82,6 +82,7 @@ def ensure_corpus(data_dir: str | None = None, *, seed: int = 0, num_documents: 
   os.makedirs(parent, exist_ok=True)
   tmp_dir = tempfile.mkdtemp(prefix=".skills-build-", dir=parent)
   try:
+    os.chmod(tmp_dir, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
     write_corpus(tmp_dir, **params)
     _write_json(os.path.join(tmp_dir, _MANIFEST), {
         "fingerprint": fingerprint, "generator_version": GENERATOR_VERSION, "params": params,

@@ -99,10 +99,15 @@ def copy_items(rng, world, n):
   mc, gen = [], []
   for words in world.copy_mc_sequences[:n]:
     head, tail = words[:-3], words[-3:]
-    perms = {tail}
-    while len(perms) < 4:
-      perms.add(tuple(rng.sample(tail, 3)))
-    choices = sorted(" ".join(p) for p in perms)
+    # Distractors: the tail reordered, and with one or all words foreign to the line. Noticing
+    # which words occurred gets 1/2; copying them in order, by induction, gets all.
+    foreign = rng.sample([w for w in sw.COPY_WORDS if w not in words], 4)
+    reordered = tail
+    while reordered == tail:
+      reordered = tuple(rng.sample(tail, 3))
+    swapped = list(tail)
+    swapped[rng.randrange(3)] = foreign[0]
+    choices = [" ".join(c) for c in (tail, reordered, swapped, foreign[1:])]
     rng.shuffle(choices)
     mc.append({"context": f"Repeat: {' '.join(words)} | {' '.join(head)}", "choices": choices,
                "gold": choices.index(" ".join(tail))})
@@ -227,8 +232,8 @@ def two_hop_items(rng, world, n):
 
 # Document kind → (generator, share of documents).
 DOCUMENT_MIXTURE: dict[str, tuple[Callable, float]] = {
-    "grammar": (grammar_doc, 0.25),
-    "copying": (copy_doc, 0.15),
+    "grammar": (grammar_doc, 0.20),
+    "copying": (copy_doc, 0.20),
     "math": (math_doc, 0.25),
     "bio": (bio_doc, 0.30),
     "atlas": (atlas_doc, 0.05),

@@ -91,7 +91,7 @@ class World:
     return self.city_country[person.city]
 
 
-def build_world(rng: random.Random, *, num_people: int = 60, num_held_out_pairs: int = 300,
+def build_world(rng: random.Random, *, num_people: int = 48, num_held_out_pairs: int = 300,
                 held_out_subject_fraction: float = 0.25, num_copy_items: int = 100) -> World:
   """Samples people, their attributes and every held-out split."""
   names = [f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES]

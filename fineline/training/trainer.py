@@ -1,0 +1,221 @@
+"""The training loop: data → step → log → save → evaluate, resumable at any checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import gin
+import jax
+
+from fineline import checkpointing, partitioning
+from fineline.data import pretrain
+from fineline.models import llama, presets
+from fineline.training import metrics as metrics_lib
+from fineline.training import optim
+from fineline.training import step as step_lib
+
+
+class NonFiniteLossError(RuntimeError):
+  """Too many non-finite steps in a row."""
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (full disk, lost permissions, …)."""
+
+
+@gin.configurable(denylist=["stop_event"])
+def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
+          batch_size: int = gin.REQUIRED, sequence_length: int = gin.REQUIRED, *,
+          seed: int = 0, save_every_steps: int = 1000, keep_every_steps: int | None = None,
+          keep_last: int = 3, log_every_steps: int = 10, num_microbatches: int = 1,
+          z_loss: float = 0.0, compute_dtype: str = "float32", param_dtype: str = "float32",
+          scan_layers: bool = False, remat_policy: str = "none", optimizer=optim.make_optimizer,
+          data=pretrain.PretrainData, evaluator=None, init_from: str | None = None,
+          max_consecutive_nonfinite: int = 5, loss_spike_factor: float = 1.5,
+          async_checkpoints: bool = True, stop_event=None) -> dict:
+  """Trains `preset` for `train_steps` steps of `batch_size` × `sequence_length` tokens.
+
+  Resumes from the newest complete checkpoint under MODEL_DIR/checkpoints when there is one,
+  else starts from `init_from` (a fineline checkpoint, e.g. an imported HF model) or from
+  random init. Returns the final host-side record (step, loss, …).
+  """
+  checkpointing.ensure_writable(model_dir)
+  cfg = presets.get_preset(preset, dtype=compute_dtype, param_dtype=param_dtype,
+                           scan_layers=scan_layers, remat_policy=remat_policy)
+  if sequence_length > cfg.max_length:
+    raise ValueError(f"train.sequence_length={sequence_length} exceeds preset {preset!r}'s "
+                     f"max_length {cfg.max_length}")
+  mesh = partitioning.make_mesh()
+  if batch_size % partitioning.data_parallel_size(mesh):
+    raise ValueError(f"train.batch_size={batch_size} does not split over the "
+                     f"{partitioning.data_parallel_size(mesh)} data-parallel devices of mesh {dict(mesh.shape)}")
+  opt, schedule = optimizer()
+  model = llama.Llama(cfg)
+  train_step = step_lib.make_train_step(model, opt, mesh, schedule=schedule,
+                                        num_microbatches=num_microbatches, z_loss=z_loss)
+  batches = data(sequence_length=sequence_length, global_batch_size=batch_size, seed=seed,
+                 bos_id=cfg.bos_token_id, process_index=jax.process_index(),
+                 process_count=jax.process_count())
+  ckpts = checkpointing.RunCheckpoints(model_dir, keep_last=keep_last, keep_every=keep_every_steps,
+                                       async_save=async_checkpoints)
+  checkpointing.copy_tokenizer(model_dir, getattr(batches, "tokenizer_file", None))
+  _write_config(model_dir)
+
+  state, tokens = _initial_state(train_step, ckpts, batches, cfg, seed, init_from)
+  step = int(state["step"])
+  tokens_per_step = batch_size * sequence_length
+  writer = metrics_lib.MetricsWriter(
+      model_dir, flops_per_token=cfg.flops_per_token(sequence_length),
+      peak_flops=metrics_lib.peak_flops_total())
+  stop = _StopFlag(stop_event)
+  loss_avg, record = None, {}
+  clock, window_tokens = _now(), 0
+  try:
+    while step < train_steps and not stop.requested:
+      batch = partitioning.global_batch(mesh, next(batches), batch_size)
+      state, step_metrics = train_step.step(state, batch)
+      step += 1
+      tokens += tokens_per_step
+      window_tokens += tokens_per_step
+      host = jax.device_get({k: step_metrics[k] for k in ("loss", "finite", "nonfinite_streak")})
+      loss = float(host["loss"])
+      if not host["finite"]:
+        writer.event(step, "nonfinite_step", loss=loss, streak=int(host["nonfinite_streak"]))
+        if host["nonfinite_streak"] >= max_consecutive_nonfinite:
+          _wait(ckpts, step)
+          latest = ckpts.latest_step()
+          where = ckpts.path(latest) if latest is not None else "none (no checkpoint was written)"
+          raise NonFiniteLossError(
+              f"stopping at step {step}: {int(host['nonfinite_streak'])} steps in a row had a "
+              f"non-finite loss or gradient; their updates were skipped. Newest complete "
+              f"checkpoint: {where}")
+      elif loss_avg is not None and loss > loss_spike_factor * loss_avg:
+        writer.event(step, "loss_spike", loss=loss, running_mean=loss_avg)
+      if host["finite"]:
+        loss_avg = loss if loss_avg is None else 0.9 * loss_avg + 0.1 * loss
+      if step % log_every_steps == 0 or step == train_steps:
+        record = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        elapsed = _now() - clock
+        record.update(tokens=tokens, step_time_s=elapsed / max(step % log_every_steps or log_every_steps, 1),
+                      **writer.throughput(window_tokens, elapsed))
+        writer.write(step, record)
+        clock, window_tokens = _now(), 0
+      if step % save_every_steps == 0 or step == train_steps or stop.requested:
+        _save(ckpts, step, state, cfg, tokens, batches)
+        if evaluator is not None:
+          _evaluate(evaluator, ckpts, state, step, tokens, step // save_every_steps)
+    if stop.requested:
+      _wait(ckpts, step)
+      print(f"stopped by signal after step {step}; checkpoint {ckpts.path(step)} is complete",
+            flush=True)
+  finally:
+    stop.restore()
+    try:
+      _wait(ckpts, step)
+    finally:
+      ckpts.close()
+      writer.close()
+  return {"step": step, "tokens": tokens, **record}
+
+
+def _initial_state(train_step, ckpts, batches, cfg, seed, init_from):
+  latest = ckpts.latest_step()
+  if latest is not None:
+    abstract = checkpointing.abstract_with_shardings(train_step.abstract_state,
+                                                     train_step.state_shardings)
+    state, meta, data_state = ckpts.restore(latest, abstract)
+    if data_state:
+      batches.set_state(data_state)
+    print(f"resumed from {ckpts.path(latest)} (step {latest}, {meta.get('tokens', 0):,} tokens)",
+          flush=True)
+    return state, int(meta.get("tokens", 0))
+  if init_from:
+    params, loaded_cfg, _ = checkpointing.load_params(
+        init_from, shardings=train_step.state_shardings["params"], scan_layers=cfg.scan_layers)
+    arch = lambda c: {k: v for k, v in c.to_dict().items() if k not in _RUNTIME_FIELDS}
+    if arch(loaded_cfg) != arch(cfg):
+      diff = {k: (v, arch(cfg)[k]) for k, v in arch(loaded_cfg).items() if arch(cfg)[k] != v}
+      raise ValueError(f"train.init_from={init_from}: its architecture differs from the preset "
+                       f"(field: (checkpoint, preset)): {diff}")
+    print(f"initialised from {init_from}", flush=True)
+    return train_step.init_from_params(params), 0
+  return train_step.init(jax.random.key(seed)), 0
+
+
+_RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl")
+
+
+def _save(ckpts, step, state, cfg, tokens, batches):
+  meta = {"model_config": cfg.to_dict(), "step": step, "tokens": tokens}
+  try:
+    ckpts.save(step, state, meta, batches.get_state())
+  except Exception as e:  # pylint: disable=broad-except
+    raise _write_error(ckpts, step, e) from e
+
+
+def _wait(ckpts, step):
+  try:
+    ckpts.wait()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _write_error(ckpts, step, e) from e
+
+
+def _write_error(ckpts, step, e):
+  try:
+    latest = ckpts.latest_step()
+  except Exception:  # pylint: disable=broad-except
+    latest = None
+  return CheckpointWriteError(
+      f"could not write the checkpoint of step {step} under {ckpts.directory}: {e}. "
+      f"Nothing partial is restorable; newest complete checkpoint: "
+      f"{ckpts.path(latest) if latest is not None else 'none'}")
+
+
+def _evaluate(evaluator, ckpts, state, step, tokens, save_index):
+  # Evaluating while an async save is still writing can hang; let the save finish first.
+  _wait(ckpts, step)
+  try:
+    evaluator.maybe_evaluate(state["params"], step=step, tokens=tokens, save_index=save_index)
+  except Exception:  # pylint: disable=broad-except
+    logging.exception("in-process evaluation failed at step %d; training continues", step)
+
+
+def _write_config(model_dir: str) -> None:
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(model_dir, "config.gin")
+  with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+    f.write(gin.config_str())
+  os.replace(f"{path}.tmp", path)
+
+
+class _StopFlag:
+  """SIGTERM (preemption) asks for a save and a clean exit after the current step."""
+
+  def __init__(self, event=None):
+    self._event = event
+    self._signalled = False
+    self._previous = None
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread
+      pass
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self._signalled = True
+
+  @property
+  def requested(self) -> bool:
+    return self._signalled or (self._event is not None and self._event.is_set())
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _now() -> float:
+  return time.perf_counter()

@@ -1,0 +1,198 @@
+"""TaskSuite (seqio.Evaluator glue) and InProcessEvaluator."""
+
+import glob
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from eval_fixtures import write_jsonl
+
+from evals import capabilities, registry
+from fineline.evaluation import evaluator
+from fineline.evaluation import tasks as task_lib
+from fineline.evaluation.requests import cut_at_stop
+
+# Items where the shortest choice is gold for the first `k` documents.
+ITEMS = [{"context": f"Question {i}:", "choices": ["aa", "b", "cccc"], "gold": 1 if i < 3 else 2}
+         for i in range(5)]
+
+
+class FakeScorer:
+  """log-likelihood = -characters of the continuation; greedy when it is a single char."""
+
+  def __init__(self, fail_on=None):
+    self.calls, self.fail_on = [], fail_on
+
+  def loglikelihood(self, requests, progress=False):
+    self.calls.append(("loglikelihood", len(requests)))
+    return [(-float(len(r.continuation)), len(r.continuation.strip()) == 1) for r in requests]
+
+  def loglikelihood_rolling(self, texts, progress=False):
+    self.calls.append(("rolling", len(texts)))
+    return [-float(len(t)) for t in texts]
+
+  def generate(self, requests, progress=False):
+    self.calls.append(("generate", len(requests)))
+    if self.fail_on and any(self.fail_on in r.context for r in requests):
+      raise RuntimeError("generation exploded")
+    texts = [" 42\nmore" if "7" in r.context else " nope" for r in requests]
+    return [cut_at_stop(t, r.until) for t, r in zip(texts, requests)]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  d = tmp_path_factory.mktemp("items")
+  write_jsonl(os.path.join(d, "mc.jsonl"), ITEMS)
+  write_jsonl(os.path.join(d, "mc_big.jsonl"), ITEMS * 3)
+  write_jsonl(os.path.join(d, "gen.jsonl"), [{"context": f"Sum {i}:", "answer": "42"}
+                                             for i in range(6, 10)])
+  write_jsonl(os.path.join(d, "gen_bad.jsonl"), [{"context": "explode here", "answer": "x"}])
+  registry.register_multiple_choice_task("t_mc", "mc.jsonl", capabilities.MATH, chance=1 / 3)
+  registry.register_multiple_choice_task("t_mc_big", "mc_big.jsonl", capabilities.MATH,
+                                         chance=1 / 3)
+  registry.register_generation_task("t_gen", "gen.jsonl", capabilities.MATH, max_new_tokens=8)
+  registry.register_generation_task("t_gen_bad", "gen_bad.jsonl", capabilities.MATH)
+
+  def broken(data_dir):
+    raise RuntimeError("the loader is broken")
+  registry.register_multiple_choice_task("t_broken", broken, capabilities.MATH)
+  registry.register_group("t_group", ["t_mc", "t_mc_big"], capability=capabilities.MATH,
+                          chance=1 / 3)
+  return str(d)
+
+
+def _suite(names, data_dir, **kw):
+  return evaluator.TaskSuite(names, task_lib.Settings(data_dir=data_dir, **kw),
+                             task_modules=())
+
+
+def test_scores_and_labels_tasks_batched_across_tasks(data_dir):
+  scorer = FakeScorer()
+  results = _suite(["t_mc", "t_gen", "t_mc_big"], data_dir).run(scorer)
+  mc = results["t_mc"]
+  assert (mc["n"], mc["acc"]) == (5, 3 / 5)
+  # acc_norm divides by the choice's characters (no leading space): " cccc" wins, -5/4.
+  assert mc["acc_norm"] == 2 / 5
+  assert mc["acc_stderr"] == pytest.approx(math.sqrt(0.6 * 0.4 / 4))
+  assert (mc["capability"], mc["chance"], mc["num_fewshot"]) == ("math", 1 / 3, 0)
+  assert results["t_gen"]["exact_match"] == 0.25  # " 42\nmore" cut at "\n" for item 7 only
+  assert mc["seconds"] >= 0
+  # One scorer call per request kind for all tasks together.
+  assert sorted(scorer.calls) == [("generate", 4), ("loglikelihood", 60)]
+
+
+def test_broken_task_is_reported_and_skipped(data_dir):
+  suite = _suite(["t_mc", "t_broken", "t_gen", "t_gen_bad"], data_dir)
+  results = suite.run(FakeScorer(fail_on="explode"))
+  assert set(results) == {"t_mc", "t_gen"}
+  assert "the loader is broken" in suite.last_errors["t_broken"]
+  assert "generation exploded" in suite.last_errors["t_gen_bad"]
+  assert results["t_gen"]["exact_match"] == 0.25
+
+
+def test_group_is_size_weighted_with_pooled_stderr(data_dir):
+  from lm_eval.api.metrics import pooled_sample_stderr
+  results = _suite(["t_group"], data_dir).run(FakeScorer())
+  group, subs = results["t_group"], results["t_group"]["subtasks"]
+  assert group["n"] == 20
+  assert group["acc"] == pytest.approx((5 * subs["t_mc"]["acc"] + 15 * subs["t_mc_big"]["acc"])
+                                       / 20)
+  assert group["acc_stderr"] == pytest.approx(pooled_sample_stderr(
+      [subs["t_mc"]["acc_stderr"], subs["t_mc_big"]["acc_stderr"]], [5, 15]))
+
+
+def test_limit_and_fewshot_settings(data_dir):
+  suite = _suite(["t_mc"], data_dir, limit=2, num_fewshot=2)
+  results = suite.run(FakeScorer())
+  assert (results["t_mc"]["n"], results["t_mc"]["num_fewshot"]) == (2, 2)
+  contexts = {ex["context"] for ex in suite._examples["t_mc"]}
+  # Two shots from the other items, never the item itself.
+  for ctx in contexts:
+    query = ctx.rsplit("\n\n", 1)[1]
+    assert ctx.count("\n\n") == 2 and query not in ctx.rsplit("\n\n", 1)[0]
+
+
+def test_missing_dataset_error_names_task_and_directory(tmp_path):
+  suite = evaluator.TaskSuite(["piqa"], task_lib.Settings(data_dir=str(tmp_path)))
+  assert suite.prepared == []
+  assert "'piqa'" in suite.errors["piqa"] and str(tmp_path) in suite.errors["piqa"]
+
+
+def test_unknown_task_is_a_clear_error(data_dir):
+  with pytest.raises(ValueError, match="no_such_task"):
+    _suite(["no_such_task"], data_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A tiny random model, its SentencePiece tokenizer in MODEL_DIR/tokenizer/."""
+  import jax
+  from hf_fixtures import make_sentencepiece_tokenizer
+  from fineline import checkpointing, tokenizers
+  from fineline.models import llama
+  from fineline.models.config import LlamaConfig
+  model_dir = tmp_path_factory.mktemp("run")
+  make_sentencepiece_tokenizer(model_dir / "tokenizer")
+  cfg = LlamaConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=1,
+                    num_heads=2, num_kv_heads=1, max_length=128)
+  params = llama.init_params(cfg, jax.random.PRNGKey(0))
+  checkpointing.save_params(str(model_dir / "checkpoints" / "4"), params, cfg, step=4, tokens=64)
+  return str(model_dir), cfg, params, tokenizers.load_vocabulary(str(model_dir / "tokenizer"))
+
+
+def test_in_process_evaluator_writes_records_and_survives_a_broken_task(tiny_run, data_dir):
+  from tensorflow.compat.v1.train import summary_iterator
+  model_dir, cfg, params, _ = tiny_run
+  ev = evaluator.InProcessEvaluator(tasks=["t_mc", "t_broken", "t_gen"], every_n_saves=2,
+                                    data_dir=data_dir, batch_size=4, task_modules=())
+  ev.setup(model_dir=model_dir)  # config from the save's meta, tokenizer from the run
+  records = [ev.maybe_evaluate(params, step=4 * (i + 1), tokens=64 * (i + 1), save_index=i)
+             for i in range(3)]
+  assert records[1] is None
+  assert [r["step"] for r in records if r] == [4, 12]
+  lines = [json.loads(l) for l in open(os.path.join(model_dir, "eval", "results.jsonl"))]
+  assert [(r["step"], r["tokens"]) for r in lines] == [(4, 64), (12, 192)]
+  for record in lines:
+    assert set(record["tasks"]) == {"t_mc", "t_gen"}
+    assert "the loader is broken" in record["errors"]["t_broken"]
+    assert record["tasks"]["t_mc"]["n"] == 5 and 0 <= record["tasks"]["t_mc"]["acc"] <= 1
+  assert lines[0]["tasks"]["t_mc"]["acc"] == lines[1]["tasks"]["t_mc"]["acc"]  # same params
+  tags = collections_of_scalars(glob.glob(os.path.join(model_dir, "eval", "events.*")),
+                                summary_iterator)
+  assert tags["t_mc/acc"] == [4, 12] and "t_gen/exact_match" in tags
+
+
+def test_in_process_evaluator_never_raises(tiny_run, data_dir):
+  _, _, params, _ = tiny_run
+  ev = evaluator.InProcessEvaluator(tasks=["t_mc"], data_dir=data_dir, task_modules=())
+  record = ev.maybe_evaluate(params, step=1, tokens=1, save_index=0)  # no model_dir, no cfg
+  assert record["tasks"] == {} and "model_cfg" in record["errors"]["evaluation"]
+
+
+def collections_of_scalars(files, summary_iterator):
+  tags = {}
+  for path in files:
+    for event in summary_iterator(path):
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append(event.step)
+  return {k: sorted(v) for k, v in tags.items()}
+
+
+def test_scores_from_the_real_scorer_match_a_direct_computation(tiny_run, data_dir):
+  """The suite hands each request's score to the right example (order preserved)."""
+  from fineline.evaluation.requests import Loglikelihood
+  from fineline.evaluation.scorer import Scorer
+  _, cfg, params, vocab = tiny_run
+  scorer = Scorer(cfg, params, vocab, batch_size=4)
+  suite = _suite(["t_mc"], data_dir)
+  samples = []
+  results = suite.run(scorer, samples=samples)
+  direct = scorer.loglikelihood([Loglikelihood(f"Question {i}:", f" {c}")
+                                 for i in range(5) for c in ITEMS[i]["choices"]])
+  assert [s["loglikelihood"] for s in samples] == pytest.approx([d[0] for d in direct], abs=1e-5)
+  lls = np.array([d[0] for d in direct]).reshape(5, 3)
+  expected = np.mean([np.argmax(row) == item["gold"] for row, item in zip(lls, ITEMS)])
+  assert results["t_mc"]["acc"] == pytest.approx(expected)
