@@ -8,6 +8,8 @@ any `--gin_search_path`. Errors name the binding and the file it came from.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import re
 import sys
@@ -66,7 +68,8 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
   resolved = [_resolve(f, search_paths) for f in gin_files]
   for path in resolved:
     try:
-      gin.parse_config_file(path)
+      with _quiet_gin_lookups():
+        gin.parse_config_file(path)
     except (ValueError, SyntaxError, ImportError) as e:
       raise ValueError(f"gin file {path}: {e}") from None
     except Exception as e:  # pylint: disable=broad-except  (tokenizer errors)
@@ -93,6 +96,18 @@ def call(fn: Callable, gin_files: Sequence[str] = ()):
     raise ValueError(f"missing gin binding(s) {missing} (gin.REQUIRED); set them in a gin file "
                      f"or with --gin.{m.group(1)}.{names[0]}=… (files: {', '.join(gin_files) or 'none'})"
                      ) from None
+
+
+@contextlib.contextmanager
+def _quiet_gin_lookups():
+  """gin logs an ERROR for each include it first looks for beside the including file."""
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    root.setLevel(level)
 
 
 def _resolve(path: str, search_paths: Sequence[str]) -> str:

@@ -126,53 +126,15 @@ def test_unknown_task_is_a_clear_error(data_dir):
     _suite(["no_such_task"], data_dir)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  """A tiny random model, its SentencePiece tokenizer in MODEL_DIR/tokenizer/."""
-  import jax
-  from hf_fixtures import make_sentencepiece_tokenizer
-  from fineline import checkpointing, tokenizers
-  from fineline.models import llama
-  from fineline.models.config import LlamaConfig
-  model_dir = tmp_path_factory.mktemp("run")
-  make_sentencepiece_tokenizer(model_dir / "tokenizer")
-  cfg = LlamaConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=1,
-                    num_heads=2, num_kv_heads=1, max_length=128)
-  params = llama.init_params(cfg, jax.random.PRNGKey(0))
-  checkpointing.save_params(str(model_dir / "checkpoints" / "4"), params, cfg, step=4, tokens=64)
-  return str(model_dir), cfg, params, tokenizers.load_vocabulary(str(model_dir / "tokenizer"))
-
-
-def test_in_process_evaluator_writes_records_and_survives_a_broken_task(tiny_run, data_dir):
-  from tensorflow.compat.v1.train import summary_iterator
-  model_dir, cfg, params, _ = tiny_run
-  ev = evaluator.InProcessEvaluator(tasks=["t_mc", "t_broken", "t_gen"], every_n_saves=2,
-                                    data_dir=data_dir, batch_size=4, task_modules=())
-  ev.setup(model_dir=model_dir)  # config from the save's meta, tokenizer from the run
-  records = [ev.maybe_evaluate(params, step=4 * (i + 1), tokens=64 * (i + 1), save_index=i)
-             for i in range(3)]
-  assert records[1] is None
-  assert [r["step"] for r in records if r] == [4, 12]
-  lines = [json.loads(l) for l in open(os.path.join(model_dir, "eval", "results.jsonl"))]
-  assert [(r["step"], r["tokens"]) for r in lines] == [(4, 64), (12, 192)]
-  for record in lines:
-    assert set(record["tasks"]) == {"t_mc", "t_gen"}
-    assert "the loader is broken" in record["errors"]["t_broken"]
-    assert record["tasks"]["t_mc"]["n"] == 5 and 0 <= record["tasks"]["t_mc"]["acc"] <= 1
-  assert lines[0]["tasks"]["t_mc"]["acc"] == lines[1]["tasks"]["t_mc"]["acc"]  # same params
-  tags = collections_of_scalars(glob.glob(os.path.join(model_dir, "eval", "events.*")),
-                                summary_iterator)
-  assert tags["t_mc/acc"] == [4, 12] and "t_gen/exact_match" in tags
-
-
-def test_in_process_evaluator_never_raises(tiny_run, data_dir):
-  _, _, params, _ = tiny_run
+def test_in_process_evaluator_never_raises(data_dir):
   ev = evaluator.InProcessEvaluator(tasks=["t_mc"], data_dir=data_dir, task_modules=())
+  params = {"embedding": np.zeros((4, 2), np.float32)}
   record = ev.maybe_evaluate(params, step=1, tokens=1, save_index=0)  # no model_dir, no cfg
   assert record["tasks"] == {} and "model_cfg" in record["errors"]["evaluation"]
 
 
-def collections_of_scalars(files, summary_iterator):
+def _scalar_steps(files):
+  from tensorflow.compat.v1.train import summary_iterator
   tags = {}
   for path in files:
     for event in summary_iterator(path):
@@ -181,18 +143,32 @@ def collections_of_scalars(files, summary_iterator):
   return {k: sorted(v) for k, v in tags.items()}
 
 
-def test_scores_from_the_real_scorer_match_a_direct_computation(tiny_run, data_dir):
-  """The suite hands each request's score to the right example (order preserved)."""
-  from fineline.evaluation.requests import Loglikelihood
-  from fineline.evaluation.scorer import Scorer
-  _, cfg, params, vocab = tiny_run
-  scorer = Scorer(cfg, params, vocab, batch_size=4)
-  suite = _suite(["t_mc"], data_dir)
-  samples = []
-  results = suite.run(scorer, samples=samples)
-  direct = scorer.loglikelihood([Loglikelihood(f"Question {i}:", f" {c}")
-                                 for i in range(5) for c in ITEMS[i]["choices"]])
-  assert [s["loglikelihood"] for s in samples] == pytest.approx([d[0] for d in direct], abs=1e-5)
-  lls = np.array([d[0] for d in direct]).reshape(5, 3)
-  expected = np.mean([np.argmax(row) == item["gold"] for row, item in zip(lls, ITEMS)])
-  assert results["t_mc"]["acc"] == pytest.approx(expected)
+def test_training_run_writes_a_record_per_save_and_survives_a_broken_task(tmp_path, data_dir):
+  """`fineline train` with gin/evals/quick.gin, its task list swapped for small local ones."""
+  from fineline import ginconf
+  from fineline.training import trainer
+  model_dir = tmp_path / "run"
+  ginconf.parse(["runs/tiny_cpu.gin", "evals/quick.gin"], [
+      f"MODEL_DIR = '{model_dir}'", "TRAIN_STEPS = 4", "SAVE_EVERY_STEPS = 1",
+      "KEEP_EVERY_STEPS = 1", "LOG_EVERY_STEPS = 2", "BATCH_SIZE = 4", "SEQUENCE_LENGTH = 64",
+      "WARMUP_STEPS = 1", "InProcessEvaluator.every_n_saves = 2",
+      "InProcessEvaluator.tasks = ['t_mc', 't_broken', 't_mc_big']",
+      "InProcessEvaluator.task_modules = []", "InProcessEvaluator.limit = None",
+      f"InProcessEvaluator.data_dir = '{data_dir}'", "InProcessEvaluator.batch_size = 8"])
+  try:
+    final = ginconf.call(trainer.train)
+  finally:
+    import gin
+    gin.clear_config()
+  assert final["step"] == 4
+  lines = [json.loads(l) for l in open(model_dir / "eval" / "results.jsonl")]
+  # Saves at steps 1-4 (save_index = step); every second one is evaluated.
+  assert [(r["step"], r["tokens"]) for r in lines] == [(2, 512), (4, 1024)]
+  for record in lines:
+    assert set(record["tasks"]) == {"t_mc", "t_mc_big"}
+    assert record["checkpoint"] == str(model_dir / "checkpoints" / str(record["step"]))
+    assert "the loader is broken" in record["errors"]["t_broken"]
+    assert record["tasks"]["t_mc_big"]["n"] == 15
+    assert 0 <= record["tasks"]["t_mc"]["acc"] <= 1 and record["tasks"]["t_mc"]["seconds"] >= 0
+  scalars = _scalar_steps(glob.glob(str(model_dir / "eval" / "events.*")))
+  assert scalars["t_mc/acc"] == [2, 4] and scalars["t_mc_big/acc_norm"] == [2, 4]

@@ -1,6 +1,7 @@
 """Streaming weight reads and sharded writes keep every bit and dtype."""
 
 import json
+import threading
 import os
 
 import ml_dtypes
@@ -94,3 +95,18 @@ def test_dtype_names():
   assert weights_io.as_dtype("float16") == np.float16 and weights_io.as_dtype(None) is None
   with pytest.raises(ValueError, match="int8"):
     weights_io.as_dtype("int8")
+
+
+def test_prefetched_keeps_order_surfaces_errors_and_stops():
+  assert list(weights_io.prefetched(iter(range(50)))) == list(range(50))
+
+  def failing():
+    yield 1
+    raise ValueError("shard 2 is unreadable")
+
+  with pytest.raises(ValueError, match="shard 2 is unreadable"):
+    list(weights_io.prefetched(failing()))
+  items = weights_io.prefetched(iter(range(1000)), depth=2)
+  assert next(items) == 0
+  items.close()  # the consumer stops early: the reader thread must end too
+  assert not any(t.name == "weights-prefetch" for t in threading.enumerate())

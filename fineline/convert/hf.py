@@ -95,7 +95,7 @@ def to_hf(x: np.ndarray, kind: str) -> np.ndarray:
   raise ValueError(kind)
 
 
-def transpose(w_AxB: np.ndarray, tile: int = 256) -> np.ndarray:
+def transpose(w_AxB: np.ndarray, tile: int = 128) -> np.ndarray:
   """A contiguous B×A copy, tile by tile: a plain strided copy of a large matrix misses the
   cache on nearly every element and is several times slower. Moves raw bits (unsigned
   integers of the same width), so bfloat16 needs no numpy arithmetic support."""
@@ -158,7 +158,8 @@ def _read_params(directory: str, cfg: LlamaConfig, dtype):
   progress = tqdm(total=len(layout), desc="reading HF weights", unit="tensor",
                   disable=len(layout) <= _PROGRESS_MIN_TENSORS)
   with progress:
-    for name, w in files.iter_tensors(wanted=lambda n: n in layout or (tied_head and n == "lm_head.weight")):
+    wanted = lambda n: n in layout or (tied_head and n == "lm_head.weight")
+    for name, w in weights_io.prefetched(files.iter_tensors(wanted=wanted)):
       if name not in layout:  # lm_head of a tied model: must be the embedding itself
         head_of_tied = w
         continue
@@ -183,6 +184,7 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
               overwrite: bool = False) -> LlamaConfig:
   """Converts an HF LLaMA directory into a fineline checkpoint (params, meta, tokenizer/)."""
   _check_output(out_ckpt, overwrite)
+  weights_io.return_freed_memory_promptly()
   _, cfg = read_hf_config(src_dir)
   params, cfg = _read_params(src_dir, cfg, weights_io.as_dtype(dtype))
   with _staged_output(out_ckpt, overwrite) as staging:
@@ -202,6 +204,7 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
   """Writes a fineline checkpoint as an HF LLaMA directory: config.json,
   generation_config.json, safetensors shards + index, tokenizer files when known."""
   _check_output(out_dir, overwrite)
+  weights_io.return_freed_memory_promptly()
   params, cfg, _ = checkpointing.load_params(ckpt, as_numpy=True, scan_layers=False)
   cast = weights_io.as_dtype(dtype)
   layout = tensor_layout(cfg)
@@ -210,21 +213,22 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
              for name, (_, shape, _) in layout.items()]
   with _staged_output(out_dir, overwrite) as staging:
     os.makedirs(staging)
-    writer = weights_io.ShardedSafetensorsWriter(staging, planned, max_shard_bytes)
-    for name, (path, shape, kind) in tqdm(layout.items(), desc="writing HF weights",
-                                          unit="tensor", disable=len(layout) <= _PROGRESS_MIN_TENSORS):
-      x = _pop(params, path, ckpt)  # dropped from the tree: the shard writer now owns it
-      w = to_hf(x if cast is None else x.astype(cast), kind)
-      del x
-      if tuple(w.shape) != shape:
-        raise ValueError(f"{ckpt}: parameter {'/'.join(path)} gives {name!r} of shape "
-                         f"{tuple(w.shape)}, expected {shape} from its model_config")
-      writer.add(name, w)
-      del w
-    leftover = list(_leaf_paths(params))
-    if leftover:
-      raise ValueError(f"{ckpt}: parameters with no Hugging Face counterpart: {leftover}")
-    writer.close()
+    with weights_io.ShardedSafetensorsWriter(staging, planned, max_shard_bytes) as writer:
+      for name, (path, shape, kind) in tqdm(layout.items(), desc="writing HF weights",
+                                            unit="tensor",
+                                            disable=len(layout) <= _PROGRESS_MIN_TENSORS):
+        x = _pop(params, path, ckpt)  # dropped from the tree: the shard writer now owns it
+        w = to_hf(x if cast is None else x.astype(cast), kind)
+        del x
+        if tuple(w.shape) != shape:
+          raise ValueError(f"{ckpt}: parameter {'/'.join(path)} gives {name!r} of shape "
+                           f"{tuple(w.shape)}, expected {shape} from its model_config")
+        writer.add(name, w)
+        del w
+      leftover = list(_leaf_paths(params))
+      if leftover:
+        raise ValueError(f"{ckpt}: parameters with no Hugging Face counterpart: {leftover}")
+      writer.close()
     hf_config = presets.to_hf_config(cfg, torch_dtype=weights_io.dtype_name(out_dtype))
     _write_json(os.path.join(staging, "config.json"), hf_config)
     _write_json(os.path.join(staging, "generation_config.json"),

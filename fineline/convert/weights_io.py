@@ -12,8 +12,11 @@ format allows. torch is needed only for them and is imported only then.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
+import queue
+import threading
 from collections.abc import Iterator
 
 import ml_dtypes
@@ -195,6 +198,23 @@ def torch_to_numpy(tensor) -> np.ndarray:
   return tensor.numpy().copy()
 
 
+def return_freed_memory_promptly() -> None:
+  """Has glibc serve allocations of 1 MiB and more with their own memory maps.
+
+  A conversion frees each tensor right after allocating its converted copy; glibc's default
+  adaptive threshold serves such tensors (up to 32 MiB) from the heap, which keeps freed
+  ones resident and fragmented, adding a large fraction of the model to peak memory.
+  No effect off glibc.
+  """
+  import ctypes
+  import ctypes.util
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+  except (OSError, AttributeError):
+    pass
+
+
 class ShardedSafetensorsWriter:
   """Writes tensors into `model-0000i-of-0000n.safetensors` shards of at most
   `max_shard_bytes` each (a single `model.safetensors` when one suffices) plus
@@ -220,6 +240,22 @@ class ShardedSafetensorsWriter:
     self.written: set[str] = set()
     self.total_bytes = 0
     self._next_group = 0
+    # One shard is written in the background while the caller converts the next one
+    # (serialize_file releases the GIL); at most one is in flight, so memory stays bounded.
+    self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
+    self._in_flight: concurrent.futures.Future | None = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    try:
+      if self._in_flight is not None and exc[0] is not None:
+        concurrent.futures.wait([self._in_flight])  # never leave a write into a removed dir
+      else:
+        self._wait()
+    finally:
+      self._executor.shutdown()
 
   def add(self, name: str, array: np.ndarray) -> None:
     if name not in self.file_of:
@@ -227,12 +263,19 @@ class ShardedSafetensorsWriter:
     self.pending[name] = np.ascontiguousarray(array)
     while (self._next_group < len(self.groups)
            and all(n in self.pending for n in self.groups[self._next_group])):
-      self._flush(self.groups[self._next_group])
+      group = self.groups[self._next_group]
       self._next_group += 1
+      self._wait()
+      arrays = {n: self.pending.pop(n) for n in group}
+      self._in_flight = self._executor.submit(self._write, group, arrays)
 
-  def _flush(self, group: list[str]) -> None:
+  def _wait(self) -> None:
+    future, self._in_flight = self._in_flight, None
+    if future is not None:
+      future.result()
+
+  def _write(self, group: list[str], arrays: dict[str, np.ndarray]) -> None:
     from safetensors import TensorSpec, serialize_file
-    arrays = {name: self.pending.pop(name) for name in group}
     specs = {name: TensorSpec(dtype=dtype_name(a.dtype), shape=list(a.shape),
                               data_ptr=a.ctypes.data, data_len=a.nbytes)
              for name, a in arrays.items()}
@@ -243,6 +286,7 @@ class ShardedSafetensorsWriter:
     self.written.update(group)
 
   def close(self) -> None:
+    self._wait()
     missing = [name for name in self.file_of if name not in self.written]
     if missing:
       raise ValueError(f"export incomplete: tensors never written: {missing[:5]}")
@@ -251,3 +295,44 @@ class ShardedSafetensorsWriter:
                "weight_map": dict(sorted(self.file_of.items()))}
       with open(os.path.join(self.out_dir, SAFETENSORS_INDEX), "w") as f:
         json.dump(index, f, indent=2)
+
+
+def prefetched(items: Iterator, depth: int = 2) -> Iterator:
+  """Runs `items` in a background thread up to `depth` ahead, so file reads (which release
+  the GIL) overlap with the caller's work on earlier items. Errors surface in the caller;
+  stopping early stops the thread."""
+  slots: queue.Queue = queue.Queue(maxsize=depth)
+  stop = threading.Event()
+  done = object()
+
+  def put(entry) -> bool:
+    while not stop.is_set():
+      try:
+        slots.put(entry, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def produce():
+    try:
+      for item in items:
+        if not put((item, None)):
+          return
+      put((done, None))
+    except BaseException as e:  # handed to the consumer, which re-raises it
+      put((done, e))
+
+  thread = threading.Thread(target=produce, name="weights-prefetch", daemon=True)
+  thread.start()
+  try:
+    while True:
+      item, error = slots.get()
+      if error is not None:
+        raise error
+      if item is done:
+        return
+      yield item
+  finally:
+    stop.set()
+    thread.join()

@@ -170,7 +170,8 @@ class PretrainData:
   """This host's share of the global batch, as numpy {"inputs", "targets", "weights"}.
 
   Each host reads a disjoint shard of the source (seqio ShardInfo) and yields
-  `global_batch_size // process_count` rows per step.
+  `global_batch_size // process_count` rows per step. `task`: a registered task or mixture
+  name; in gin also `@register_local_task()` (registers the files and yields their name).
   """
 
   def __init__(self, task: str = gin.REQUIRED, *, sequence_length: int = gin.REQUIRED,

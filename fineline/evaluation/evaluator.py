@@ -241,14 +241,15 @@ class InProcessEvaluator:
   """Scores downstream tasks on the live train state after committed saves.
 
   gin binds the evaluation (`tasks`, `num_fewshot`, `limit`, `every_n_saves`, `data_dir`,
-  `batch_size`, `task_modules`); the trainer gives the run (`setup(model_dir=…)`, or the
-  same keywords here) and calls `maybe_evaluate(params, step=, tokens=, save_index=)`
-  after each committed save. Unless given, the model config comes from that save's
-  checkpoint meta, the tokenizer from MODEL_DIR/tokenizer/, and the mesh and shardings from
-  the parameters themselves, so nothing is copied to the host. Every `every_n_saves`-th
-  save (save_index 0, n, 2n, …) appends a record to MODEL_DIR/eval/results.jsonl and
-  scalars `<task>/<metric>` to TensorBoard under MODEL_DIR/eval. Failures are logged and
-  never raised: training goes on.
+  `batch_size`, `task_modules`) and usually `model_dir = %MODEL_DIR`; the trainer calls
+  `maybe_evaluate(params, step=, tokens=, save_index=)` after each committed save, and may
+  hand over what it knows with `setup(model_cfg=…, vocab=…, mesh=…, shardings=…)`. Unless
+  given, the model config comes from that save's checkpoint meta, the tokenizer from
+  MODEL_DIR/tokenizer/, and the mesh from the parameters' own sharding, so the live
+  parameters are scored where they are. Saves whose save_index is a multiple of
+  `every_n_saves` append a record to MODEL_DIR/eval/results.jsonl and scalars
+  `<task>/<metric>` to TensorBoard under MODEL_DIR/eval. The task data is read once, at
+  the first evaluation. Failures are logged and never raised: training goes on.
   """
 
   def __init__(self, tasks: Sequence[str] = ("hellaswag", "arc_easy", "arc_challenge",
@@ -257,7 +258,8 @@ class InProcessEvaluator:
                every_n_saves: int = 1, data_dir: str | None = None, batch_size: int = 16,
                max_length: int | None = None,
                task_modules: Sequence[str] = task_lib.DEFAULT_TASK_MODULES,
-               write_samples: bool = False, **run):
+               write_samples: bool = False, model_dir: str | None = None,
+               model_name: str | None = None):
     if every_n_saves < 1:
       raise ValueError(f"InProcessEvaluator.every_n_saves must be >= 1, got {every_n_saves}")
     self.tasks, self.every_n_saves = list(tasks), every_n_saves
@@ -266,7 +268,7 @@ class InProcessEvaluator:
     self.task_modules, self.write_samples = tuple(task_modules), write_samples
     self.run: dict[str, Any] = {}
     self._suite, self._scorer, self._writer = None, None, None
-    self.setup(**run)
+    self.setup(model_dir=model_dir, model_name=model_name)
 
   def setup(self, *, model_dir: str | None = None, model_cfg=None, vocab=None, mesh=None,
             shardings=None, model_name: str | None = None) -> "InProcessEvaluator":

@@ -34,14 +34,21 @@ from fineline.models.config import LlamaConfig
 Loglikelihood = requests_lib.Loglikelihood
 Generate = requests_lib.Generate
 
-# Continuation tokens (rows × padded length) per scoring call: bounds the B×S×V logits.
+# Padded tokens per prefill or scoring call: bounds the activations and B×S×V logits.
 _TOKENS_PER_CALL = 2048
+# Batches of requests whose contexts are prefilled together before their continuations
+# are re-sorted by length: more pack tighter, at the cost of a larger cache.
+_WINDOW_BATCHES = 4
 
 
 def bucket(n: int, minimum: int = 16) -> int:
-  """The padded size for `n`: the next power of two at or above both n and `minimum`.
-  Coarse on purpose: every distinct shape is a compile."""
-  return max(minimum, 1 << max(0, n - 1).bit_length())
+  """The padded size for `n`: the next of minimum·{1, 1.5, 2, 3, 4, 6, 8, …} at or above
+  n (at most a third wasted; every distinct shape is a compile)."""
+  size = minimum
+  while size < n:
+    size = size * 3 // 2 if size & (size - 1) == 0 and size >= 2 else (
+        size * 4 // 3 if size >= 2 else 2)
+  return size
 
 
 class Scorer:
@@ -110,40 +117,82 @@ class Scorer:
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
     if not pairs:
       return results
-    # One cache size per call: the prefill and scoring functions then compile once per
-    # context shape and once per continuation shape, not once per combination.
+    # One cache size per call: prefill then compiles once per context shape and scoring
+    # once per continuation shape, not once per combination.
     slots = (bucket(max(len(c) for c in groups) - 1, 16)
              + bucket(max(len(c) for _, c in pairs), 8))
     bar = tqdm.tqdm(total=len(pairs), desc="loglikelihood", disable=not progress)
-    for batch in self._plan(groups, pairs):
-      sums, greedy = self._run_batch(batch, pairs, slots)
-      for i, s, g in zip((i for _, idx in batch for i in idx), sums, greedy):
-        results[i] = (float(s), bool(g))
-      bar.update(sum(len(idx) for _, idx in batch))
+    for window in self._windows(groups, slots):
+      for i, result in self._score_window(window, pairs, slots):
+        results[i] = result
+      bar.update(sum(len(idx) for _, idx in window))
     bar.close()
     return results
 
   # ---- internals (also used by generation) ---------------------------------------------
 
-  def _plan(self, groups, pairs):
-    """Batches of (context, [request indices]): longest contexts first, at most
-    `batch_size` rows and `_TOKENS_PER_CALL` padded continuation tokens per batch."""
-    batches, current, rows, cont_len = [], [], 0, 0
+  def _windows(self, groups, slots):
+    """Runs of (context, [request indices]), longest contexts first, of at most
+    `_WINDOW_BATCHES` batches of rows and a bounded cache. Within a window, contexts are
+    prefilled in length order and continuations scored in length order, so both are
+    padded tightly."""
+    windows, current, rows = [], [], 0
+    limit = _WINDOW_BATCHES * self.batch_size
+    max_contexts = max(1, limit * 256 // slots)
     for context, idx in sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[1][0])):
-      for i in idx:
-        need = max(cont_len, len(pairs[i][1]))
-        if current and rows + 1 > max(1, min(self.batch_size,
-                                             _TOKENS_PER_CALL // bucket(need, 8))):
-          batches.append(current)
-          current, rows, need = [], 0, len(pairs[i][1])
-        if current and current[-1][0] is context:
-          current[-1][1].append(i)
-        else:
-          current.append((context, [i]))
-        rows, cont_len = rows + 1, need
+      for start in range(0, len(idx), limit):
+        piece = idx[start:start + limit]
+        if current and (rows + len(piece) > limit or len(current) == max_contexts):
+          windows.append(current)
+          current, rows = [], 0
+        current.append((context, piece))
+        rows += len(piece)
     if current:
-      batches.append(current)
-    return batches
+      windows.append(current)
+    return windows
+
+  def _score_window(self, window, pairs, slots):
+    """Yields (request index, (log-likelihood, is_greedy)) for one window."""
+    # Each context minus its last token goes through the cache; that last token starts
+    # each continuation chunk, whose logits then predict exactly the continuation tokens.
+    caches, cache_row, offset, start = [], [], 0, 0
+    while start < len(window):  # contexts come longest first
+      n = min(self.batch_size, max(1, _TOKENS_PER_CALL // bucket(len(window[start][0]), 16)))
+      contexts = [context for context, _ in window[start:start + n]]
+      caches.append(self._prefill(contexts, slots))
+      cache_row += range(offset, offset + len(contexts))
+      offset += int(caches[-1]["end"].shape[0])
+      start += n
+    cache = caches[0] if len(caches) == 1 else self.fns.concat(caches)
+    rows = sorted(((cache_row[g], context[-1], i) for g, (context, idx) in enumerate(window)
+                   for i in idx), key=lambda r: (-len(pairs[r[2]][1]), r[2]))
+    start = 0
+    while start < len(rows):
+      cont_len = bucket(len(pairs[rows[start][2]][1]), 8)
+      n = max(1, min(self.batch_size, _TOKENS_PER_CALL // cont_len, len(rows) - start))
+      batch = rows[start:start + n]
+      sums, greedy = self._score_rows(cache, batch, pairs, cont_len)
+      for (_, _, i), s, g in zip(batch, sums, greedy):
+        yield i, (float(s), bool(g))
+      start += n
+
+  def _score_rows(self, cache, batch, pairs, cont_len):
+    b_rows = self._rows(len(batch))
+    row_cache_Bk = np.zeros((b_rows,), np.int32)
+    inputs_BkxSk = np.zeros((b_rows, cont_len), np.int32)
+    targets_BkxSk = np.zeros((b_rows, cont_len), np.int32)
+    lengths_Bk = np.zeros((b_rows,), np.int32)
+    for r, (cache_row, last_context_token, i) in enumerate(batch):
+      continuation = pairs[i][1]
+      n = len(continuation)
+      row_cache_Bk[r], lengths_Bk[r] = cache_row, n
+      inputs_BkxSk[r, :n] = [last_context_token] + continuation[:-1]
+      targets_BkxSk[r, :n] = continuation
+    with self._activation_rules():
+      rows_cache = self.fns.take_rows(cache, self._put(row_cache_Bk))
+      args = [self._put(x) for x in (inputs_BkxSk, targets_BkxSk, lengths_Bk)]
+      sums_Bk, greedy_Bk = self.fns.score(self.params, rows_cache, *args)
+    return np.asarray(sums_Bk)[:len(batch)], np.asarray(greedy_Bk)[:len(batch)]
 
   def _rows(self, n: int) -> int:
     """Padded batch rows: a power of two (or `batch_size`), a multiple of the data axes."""
@@ -164,32 +213,6 @@ class Scorer:
       return self.fns.prefill(self.params, self._put(prefix_BxS), self._put(prefix_len_B),
                               slots)
 
-  def _run_batch(self, batch, pairs, slots):
-    # The context minus its last token goes through the cache; that last token starts each
-    # continuation chunk, whose logits then predict exactly the continuation tokens.
-    cache = self._prefill([context for context, _ in batch], slots)
-    n_rows = sum(len(idx) for _, idx in batch)
-    b_rows = self._rows(n_rows)
-    cont_len = bucket(max(len(pairs[i][1]) for _, idx in batch for i in idx), 8)
-    row_ctx_Bk = np.zeros((b_rows,), np.int32)
-    inputs_BkxSk = np.zeros((b_rows, cont_len), np.int32)
-    targets_BkxSk = np.zeros((b_rows, cont_len), np.int32)
-    lengths_Bk = np.zeros((b_rows,), np.int32)
-    r = 0
-    for b, (context, idx) in enumerate(batch):
-      for i in idx:
-        continuation = pairs[i][1]
-        n = len(continuation)
-        row_ctx_Bk[r], lengths_Bk[r] = b, n
-        inputs_BkxSk[r, :n] = [context[-1]] + continuation[:-1]
-        targets_BkxSk[r, :n] = continuation
-        r += 1
-    with self._activation_rules():
-      cache = self.fns.take_rows(cache, self._put(row_ctx_Bk))
-      args = [self._put(x) for x in (inputs_BkxSk, targets_BkxSk, lengths_Bk)]
-      sums_Bk, greedy_Bk = self.fns.score(self.params, cache, *args)
-    return np.asarray(sums_Bk)[:n_rows], np.asarray(greedy_Bk)[:n_rows]
-
   def _put(self, x_np: np.ndarray):
     """Host batch → device, split over the data axes when there is a mesh."""
     if self.mesh is None:
@@ -209,6 +232,7 @@ class Scorer:
 
 class _Functions(typing.NamedTuple):
   prefill: typing.Callable
+  concat: typing.Callable
   take_rows: typing.Callable
   score: typing.Callable
   decode: typing.Callable
@@ -221,10 +245,20 @@ def _jitted(cfg_json: str, replicated) -> _Functions:
   model = llama.Llama(LlamaConfig.from_dict(json.loads(cfg_json)))
   return _Functions(
       prefill=jax.jit(functools.partial(_prefill, model), static_argnums=(3,)),
+      concat=jax.jit(functools.partial(concat_caches, scanned=model.cfg.scan_layers)),
       # Apart from scoring, so that scoring compiles per continuation shape only.
       take_rows=jax.jit(functools.partial(take_cache_rows, scanned=model.cfg.scan_layers)),
       score=jax.jit(functools.partial(_score_continuations, model), out_shardings=replicated),
       decode=generate_lib.jit_decode(model))
+
+
+def concat_caches(caches, scanned: bool):
+  """Caches of the same size stacked along their batch rows."""
+  axis = 1 if scanned else 0
+  cat = lambda *xs: jnp.concatenate(xs, axis=axis)
+  return {"k": jax.tree.map(cat, *[c["k"] for c in caches]),
+          "v": jax.tree.map(cat, *[c["v"] for c in caches]),
+          "end": jnp.concatenate([c["end"] for c in caches])}
 
 
 def take_cache_rows(cache, rows_B, scanned: bool):

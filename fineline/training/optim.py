@@ -66,27 +66,18 @@ def decay_mask(params, decay_embeddings: bool = True):
 
 
 @gin.configurable
-def make_optimizer(learning_rate: Callable[[], optax.Schedule] | optax.Schedule = gin.REQUIRED,
+def make_optimizer(learning_rate: optax.Schedule | float = gin.REQUIRED,
                    b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8,
                    weight_decay: float = 0.1, decay_embeddings: bool = True,
                    clip_norm: float | None = 1.0):
-  """AdamW with global-norm clipping. Returns (optimizer, schedule) so the step can log the
-  learning rate it applied."""
-  schedule = learning_rate if _is_schedule(learning_rate) else learning_rate()
+  """AdamW with global-norm clipping. `learning_rate`: a schedule (in gin, an evaluated
+  reference such as `@warmup_cosine()`) or a constant. Returns (optimizer, schedule) so the
+  step can log the learning rate it applied."""
+  schedule = learning_rate if callable(learning_rate) else optax.constant_schedule(learning_rate)
   chain = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
   chain.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                            mask=lambda p: decay_mask(p, decay_embeddings)))
   return optax.chain(*chain), schedule
-
-
-def _is_schedule(x) -> bool:
-  # A gin reference `@warmup_cosine` is a factory taking no arguments; `@warmup_cosine()` or a
-  # Python schedule is already the step → rate function.
-  try:
-    x(0)
-    return True
-  except TypeError:
-    return False
 
 
 def accumulate_gradients(loss_and_grad: Callable, params, batch, num_microbatches: int):

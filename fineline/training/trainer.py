@@ -43,8 +43,11 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
   random init. Returns the final host-side record (step, loss, …).
   """
   checkpointing.ensure_writable(model_dir)
-  cfg = presets.get_preset(preset, dtype=compute_dtype, param_dtype=param_dtype,
-                           scan_layers=scan_layers, remat_policy=remat_policy)
+  try:
+    cfg = presets.get_preset(preset, dtype=compute_dtype, param_dtype=param_dtype,
+                             scan_layers=scan_layers, remat_policy=remat_policy)
+  except ValueError as e:
+    raise ValueError(f"train.preset (macro PRESET): {e}") from None
   if sequence_length > cfg.max_length:
     raise ValueError(f"train.sequence_length={sequence_length} exceeds preset {preset!r}'s "
                      f"max_length {cfg.max_length}")

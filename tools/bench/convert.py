@@ -59,6 +59,13 @@ for path in sorted(glob.glob(os.path.join(src, "*.safetensors"))):
 """
 
 
+def _random_bf16(rng, shape):
+  """Random bfloat16 of magnitude 2^-8 … 2^-4 (weight-like), straight from random bits."""
+  bits = rng.integers(0, 1 << 16, size=shape, dtype=np.uint16)
+  exponent = (119 + (bits >> 7) % 4).astype(np.uint16)  # biased exponents 119 … 122
+  return ((bits & 0x807F) | (exponent << 7)).view(ml_dtypes.bfloat16)
+
+
 def generate_hf_checkpoint(out_dir: str, preset: str) -> int:
   """A bf16 HF LLaMA directory with random weights; returns the weights' size in bytes."""
   from safetensors.numpy import save_file
@@ -77,7 +84,7 @@ def generate_hf_checkpoint(out_dir: str, preset: str) -> int:
     shard, shard_bytes = {}, 0
 
   for name, (_, shape, _) in layout:
-    w = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+    w = _random_bf16(rng, shape)
     if shard and shard_bytes + w.nbytes > SHARD_BYTES:
       flush()
     shard[name] = w

@@ -143,9 +143,9 @@ def main(argv=None):
     lm = HFLM(pretrained=workdir, batch_size=args.batch_size, device="cpu", dtype="float32")
     instances = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
     lengths = [len(c) + len(x) for c, x in (lm._encode_pair(c, x) for c, x in pairs)]  # pylint: disable=protected-access
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     theirs = lm.loglikelihood(instances, disable_tqdm=True)
-    lm_eval_s = time.perf_counter() - start
+    lm_eval_s, lm_eval_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     del lm
     log(f"lm-eval: {len(pairs) / lm_eval_s:.1f} requests/s ({lm_eval_s:.1f} s, "
         f"torch threads {torch.get_num_threads()})")
@@ -157,12 +157,12 @@ def main(argv=None):
     params, cfg, tokenizer_dir = load_hf_checkpoint(workdir)
     scorer = Scorer(cfg, params, load_vocabulary(tokenizer_dir), batch_size=args.batch_size)
     requests = [Loglikelihood(c, x) for c, x in pairs]
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     ours = scorer.loglikelihood(requests)
-    cold_s = time.perf_counter() - start
-    start = time.perf_counter()
+    cold_s, cold_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    start, start_cpu = time.perf_counter(), time.process_time()
     ours_warm = scorer.loglikelihood(requests)
-    warm_s = time.perf_counter() - start
+    warm_s, warm_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     log(f"fineline: cold {len(pairs) / cold_s:.1f} requests/s ({cold_s:.1f} s), "
         f"warm {len(pairs) / warm_s:.1f} requests/s ({warm_s:.1f} s)")
 
@@ -178,6 +178,9 @@ def main(argv=None):
         "fineline_warm_requests_per_s": len(pairs) / warm_s,
         "speedup_cold": lm_eval_s / cold_s,
         "speedup_warm": lm_eval_s / warm_s,
+        # CPU seconds of the process: a steadier comparison on a shared machine.
+        "cpu_s": {"lm_eval": lm_eval_cpu, "fineline_cold": cold_cpu, "fineline_warm": warm_cpu},
+        "cpu_speedup_warm": lm_eval_cpu / warm_cpu,
         "max_abs_loglikelihood_diff": float(delta.max()),
         "warm_equals_cold": ours_warm == ours,
         "is_greedy_agree": [o[1] for o in ours] == [t[1] for t in theirs],
@@ -198,6 +201,8 @@ def main(argv=None):
           f"({result['speedup_cold']:.2f}× lm-eval, compiles included)")
     print(f"fineline warm       {result['fineline_warm_requests_per_s']:8.1f} requests/s  "
           f"({result['speedup_warm']:.2f}× lm-eval)")
+    print(f"CPU seconds: lm-eval {lm_eval_cpu:.1f}, fineline cold {cold_cpu:.1f}, warm "
+          f"{warm_cpu:.1f} ({result['cpu_speedup_warm']:.2f}× lm-eval)")
     print(f"max |Δ loglikelihood| {result['max_abs_loglikelihood_diff']:.2e}; "
           f"acc {acc_ours:.3f} vs {acc_theirs:.3f}; acc_norm {norm_ours:.3f} vs {norm_theirs:.3f}; "
           f"per-item agreement {result['per_doc_acc_agree']}; "
