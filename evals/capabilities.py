@@ -1,9 +1,9 @@
 """Capability groups of the benchmark suite and each task's chance level.
 
-The groups follow the capability analysis this suite serves: commonsense reasoning,
-world knowledge, reading comprehension, math, code, examinations and language
-modelling. Chance is the score of uniform guessing on the primary metric (None where
-guessing scores zero, as for generation).
+The groups follow the capability analysis this suite serves (and LLaMA's grouping of
+these benchmarks): commonsense reasoning, world knowledge, reading comprehension, math,
+code, examinations and language modelling. Chance is the score of uniform guessing on the
+primary metric: 0 for exact-match generation and greedy matching, None for perplexities.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ TASKS: dict[str, tuple[str, float | None]] = {
     "hellaswag": (COMMONSENSE, 0.25),
     "piqa": (COMMONSENSE, 0.5),
     "winogrande": (COMMONSENSE, 0.5),
-    "arc_easy": (WORLD_KNOWLEDGE, 0.25),
-    "arc_challenge": (WORLD_KNOWLEDGE, 0.25),
-    "openbookqa": (WORLD_KNOWLEDGE, 0.25),
+    "arc_easy": (COMMONSENSE, 0.25),
+    "arc_challenge": (COMMONSENSE, 0.25),
+    "openbookqa": (COMMONSENSE, 0.25),
     "sciq": (WORLD_KNOWLEDGE, 0.25),
-    "triviaqa": (WORLD_KNOWLEDGE, None),
+    "triviaqa": (WORLD_KNOWLEDGE, 0.0),
     "boolq": (READING, 0.5),
-    "lambada": (LANGUAGE_MODELING, None),
-    "gsm8k": (MATH, None),
+    "lambada": (READING, 0.0),
+    "gsm8k": (MATH, 0.0),
     "mmlu": (EXAMINATION, 0.25),
     "heldout_ppl": (LANGUAGE_MODELING, None),
 }

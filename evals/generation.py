@@ -99,16 +99,17 @@ TRIVIAQA = DocTask(
 
 def _register_all() -> None:
   registry.register(LAMBADA, metrics.loglikelihood, capability=cap.capability("lambada"),
-                    chance=None)
+                    chance=cap.chance("lambada"))
   gsm8k_metric = metrics.generation(
       {"exact_match": lambda text: metrics.regex_extract(text, GSM8K_STRICT),
        "exact_match_flexible": lambda text: metrics.regex_extract(text, GSM8K_FLEXIBLE, -1)},
       regexes_to_ignore=GSM8K_IGNORE, ignore_case=True)
-  registry.register(GSM8K, gsm8k_metric, capability=cap.MATH, chance=None, num_fewshot=8,
+  registry.register(GSM8K, gsm8k_metric, capability=cap.capability("gsm8k"),
+                    chance=cap.chance("gsm8k"), num_fewshot=8,
                     primary_metric="exact_match")
   registry.register(TRIVIAQA, metrics.generation({"exact_match": str.strip},
                                                  ignore_case=True, ignore_punctuation=True),
-                    capability=cap.WORLD_KNOWLEDGE, chance=None,
+                    capability=cap.capability("triviaqa"), chance=cap.chance("triviaqa"),
                     primary_metric="exact_match")
 
 

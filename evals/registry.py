@@ -124,5 +124,5 @@ def register_generation_task(name: str, path_or_loader: Loader, capability: str,
                      description=description)
   metric_fn = metric_lib.generation({"exact_match": str.strip}, ignore_case=ignore_case,
                                         ignore_punctuation=ignore_punctuation)
-  register(task, metric_fn, capability=capability, chance=None, num_fewshot=num_fewshot,
+  register(task, metric_fn, capability=capability, chance=0.0, num_fewshot=num_fewshot,
            primary_metric="exact_match")

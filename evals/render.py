@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from typing import Any, Callable, Sequence
 
 from evals import sources
@@ -170,7 +171,7 @@ def _requests(task: DocTask, doc_id: int, doc: dict, prefix: str, split: str) ->
   if task.kind == "loglikelihood_rolling":
     return [{"kind": "loglikelihood_rolling", "context": target, "target": target,
              "meta": {"doc": doc_id, "nbytes": len(target.encode("utf-8")),
-                      "nwords": len(target.split()), "split": split}}]
+                      "nwords": len(re.split(r"\s+", target)), "split": split}}]
   if task.kind == "generate":
     answers = target if isinstance(target, list) else [target]
     return [{"kind": "generate", "context": prefix + text, "until": task.until,

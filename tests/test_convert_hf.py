@@ -202,6 +202,18 @@ def _garbage_bin(d):
     f.write(b"\x00not a pickle" * 100)
 
 
+class _RunsCode:
+  def __reduce__(self):
+    return (os.mkdir, ("/tmp/fineline-test-pickle-ran",))
+
+
+def _pickle_with_code(d):
+  path = os.path.join(d, "pytorch_model.bin")
+  state = torch.load(path, weights_only=True)
+  state["model.norm.weight"] = _RunsCode()
+  torch.save(state, path)
+
+
 def _drop_shard(d):
   os.remove(sorted(glob.glob(os.path.join(d, "model-*.safetensors")))[-1])
 
@@ -220,6 +232,8 @@ BAD_INPUTS = {
                   ["MistralForCausalLM", "config.json"]),
     "corrupt_safetensors": (dict(), _truncate, ["model.safetensors"]),
     "corrupt_bin": (dict(fmt="bin"), _garbage_bin, ["pytorch_model.bin", "unreadable"]),
+    "pickle_with_code": (dict(fmt="bin"), _pickle_with_code,
+                         ["pytorch_model.bin", "never unpickled"]),
     "missing_shard": (dict(shards=2), _drop_shard, ["listed in the index is missing", "-of-0000"]),
     "no_config": (dict(), lambda d: os.remove(os.path.join(d, "config.json")), ["config.json"]),
 }
@@ -237,6 +251,7 @@ def test_bad_hf_input_is_refused_and_writes_nothing(tmp_path, capsys, case):
   for word in words:
     assert word in err, (word, err)
   assert os.listdir(tmp_path) == ["src"]
+  assert not os.path.exists("/tmp/fineline-test-pickle-ran")
 
 
 def test_existing_output_needs_overwrite(tmp_path, capsys):

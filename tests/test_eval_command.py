@@ -102,7 +102,7 @@ def test_fineline_checkpoint_gives_the_same_record(setup, hf_record):
               "capability", "chance"):
     assert key in arc
   assert (arc["n"], arc["num_fewshot"], arc["capability"], arc["chance"]) == (
-      10, 1, "world_knowledge", 0.25)
+      10, 1, "commonsense_reasoning", 0.25)
   assert set(record["tasks"]["lambada"]) >= {"acc", "acc_stderr", "perplexity", "n"}
   for task in TASKS:
     assert record["tasks"][task]["acc"] == record_hf["tasks"][task]["acc"]

@@ -172,3 +172,20 @@ def test_training_run_writes_a_record_per_save_and_survives_a_broken_task(tmp_pa
     assert 0 <= record["tasks"]["t_mc"]["acc"] <= 1 and record["tasks"]["t_mc"]["seconds"] >= 0
   scalars = _scalar_steps(glob.glob(str(model_dir / "eval" / "events.*")))
   assert scalars["t_mc/acc"] == [2, 4] and scalars["t_mc_big/acc_norm"] == [2, 4]
+
+
+@pytest.mark.parametrize("gin_file", ["evals/downstream.gin", "evals/quick.gin",
+                                      "evals/skills.gin"])
+def test_gin_suites_name_registered_tasks(gin_file, tmp_path):
+  import gin
+  from fineline import ginconf
+  from fineline.training import trainer  # noqa: F401  (registers train)
+  ginconf.parse(["runs/tiny_cpu.gin", gin_file], [f"MODEL_DIR = '{tmp_path}'"])
+  try:
+    tasks = gin.query_parameter("InProcessEvaluator.tasks")
+    modules = gin.query_parameter("InProcessEvaluator.task_modules")
+    assert gin.query_parameter("InProcessEvaluator.model_dir") is not None
+  finally:
+    gin.clear_config()
+  task_lib.import_task_modules(modules)
+  assert task_lib.resolve(tasks) == tasks

@@ -32,7 +32,7 @@ def hf_model(request, tmp_path_factory):
 
 def test_logits_match_transformers(hf_model):
   path, params, cfg = hf_model
-  ours = np.asarray(llama.Llama(cfg).apply({"params": params}, TOKENS_BxS))
+  ours = np.asarray(jax.jit(llama.Llama(cfg).apply)({"params": params}, TOKENS_BxS))
   theirs = hf_logits(path, TOKENS_BxS)
   assert ours.shape == theirs.shape == TOKENS_BxS.shape + (cfg.vocab_size,)
   # Random-init logits are O(0.1–1); a layout or rope mistake shows up at that scale.
@@ -50,16 +50,16 @@ def test_parameter_count_matches_the_config(hf_model):
 def gqa_model(tmp_path_factory):
   path = make_hf_llama_dir(tmp_path_factory.mktemp("gqa"), seed=5, **CASES["gqa"])
   params, cfg, _ = hf.load_hf_checkpoint(path)
-  return params, cfg
+  return params, cfg, jax.jit(llama.Llama(cfg).apply)  # one jit cache shared by the tests
 
 
 @pytest.mark.parametrize("scan", [False, True])
 def test_kv_cache_decode_equals_full_pass(gqa_model, scan):
-  params, cfg = gqa_model
-  cfg = cfg.replace(scan_layers=scan)
+  params, cfg, apply = gqa_model
   if scan:
+    cfg = cfg.replace(scan_layers=True)
     params = llama.scan_layers(params, cfg.num_layers)
-  apply = jax.jit(llama.Llama(cfg).apply)
+    apply = jax.jit(llama.Llama(cfg).apply)
   full = np.asarray(apply({"params": params}, TOKENS_BxS))
   prompt = 5
   cache = llama.init_cache(cfg, TOKENS_BxS.shape[0], 16)
@@ -74,26 +74,29 @@ def test_kv_cache_decode_equals_full_pass(gqa_model, scan):
 
 def test_right_padded_prompts_decode_like_unpadded_rows(gqa_model):
   """Rows of different prompt lengths share one cache; each continues from its own end."""
-  params, cfg = gqa_model
-  apply = jax.jit(llama.Llama(cfg).apply)
-  lengths = np.array([7, 4], np.int32)
-  prompts = TOKENS_BxS[:, :7].copy()
-  prompts[1, 4:] = 0  # padding, overwritten by the next step
+  params, cfg, apply = gqa_model
+  lengths = np.array([5, 3], np.int32)
+  prompts = TOKENS_BxS[:, :5].copy()
+  prompts[1, 3:] = 0  # padding, overwritten by the next step
   cache = llama.init_cache(cfg, 2, 16)
   _, cache = apply({"params": params}, prompts, cache=cache, lengths_B=jnp.asarray(lengths))
   nxt = np.array([[11], [12]], np.int32)
-  step, _ = apply({"params": params}, nxt, cache=cache)
+  step, cache = apply({"params": params}, nxt, cache=cache)
+  np.testing.assert_array_equal(np.asarray(cache["end"]), lengths + 1)
+  # Each row alone, unpadded: prompt + next token; causal, so what follows does not matter.
+  alone = np.zeros_like(TOKENS_BxS)
   for row, n in enumerate(lengths):
-    alone = np.concatenate([TOKENS_BxS[row:row + 1, :n], nxt[row:row + 1]], axis=1)
-    want = np.asarray(apply({"params": params}, alone))[0, -1]
-    np.testing.assert_allclose(np.asarray(step)[row, 0], want, atol=1e-5, rtol=0)
+    alone[row, :n + 1] = np.concatenate([TOKENS_BxS[row, :n], nxt[row]])
+  want = np.asarray(apply({"params": params}, alone))
+  for row, n in enumerate(lengths):
+    np.testing.assert_allclose(np.asarray(step)[row, 0], want[row, n], atol=1e-5, rtol=0)
 
 
 def test_scanned_and_unscanned_layers_give_the_same_logits(gqa_model):
-  params, cfg = gqa_model
+  params, cfg, apply = gqa_model
   scanned = llama.scan_layers(params, cfg.num_layers)
   assert scanned["layers"]["block"]["attn"]["q"].shape[0] == cfg.num_layers
-  a = llama.Llama(cfg).apply({"params": params}, TOKENS_BxS)
+  a = apply({"params": params}, TOKENS_BxS)
   b = jax.jit(llama.Llama(cfg.replace(scan_layers=True)).apply)({"params": scanned}, TOKENS_BxS)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
   back = llama.unscan_layers(scanned, cfg.num_layers)

@@ -1,8 +1,8 @@
 """Streaming weight reads and sharded writes keep every bit and dtype."""
 
 import json
-import threading
 import os
+import threading
 
 import ml_dtypes
 import numpy as np

@@ -31,7 +31,7 @@ def make_corpus(directory: str, num_docs: int = 1200, num_files: int = 4) -> str
   return directory
 
 
-def run_gin(corpus: str, path: str, **macros) -> str:
+def run_gin(corpus: str, path: str, schedule_steps: int = 12, **macros) -> str:
   """A gin file training `tiny` on `corpus`; `macros` override the defaults below."""
   values = dict(TRAIN_STEPS=12, BATCH_SIZE=4, SEQUENCE_LENGTH=32, SAVE_EVERY_STEPS=4,
                 KEEP_EVERY_STEPS=8, LOG_EVERY_STEPS=1, LEARNING_RATE=3e-3, WARMUP_STEPS=2)
@@ -43,7 +43,9 @@ def run_gin(corpus: str, path: str, **macros) -> str:
             f"register_local_task.tokenizer = '{corpus}/tokenizer.model'",
             f"register_local_task.cache_dir = '{corpus}/cache'",
             "PretrainData.task = @register_local_task()",
-            "PretrainData.shuffle_buffer_size = 50"]
+            "PretrainData.shuffle_buffer_size = 50",
+            # The schedule's length is fixed, so runs cut at other TRAIN_STEPS match step by step.
+            f"warmup_cosine.total_steps = {schedule_steps}"]
   with open(path, "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
   return path

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import pickle
 import queue
 import threading
 from collections.abc import Iterator
@@ -164,6 +165,10 @@ def _bin_state(path: str):
       if "mmap" not in str(e):  # only the legacy (non-zip) format cannot be memory-mapped
         raise
       return torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    # torch's own message suggests weights_only=False, i.e. running the file's code: no.
+    raise ValueError(f"{path}: unreadable PyTorch checkpoint: not a torch.save file, or it "
+                     "holds objects other than tensors, which are never unpickled") from e
   except Exception as e:
     raise ValueError(f"{path}: unreadable PyTorch checkpoint ({_brief(e)})") from e
 

@@ -64,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
                                limit=args.limit)
   modules = [m.strip() for m in args.task_modules.split(",") if m.strip()]
   if args.checkpoint:
-    ckpt = series_lib.discover([args.checkpoint])[0]
+    path = os.path.abspath(os.path.expanduser(args.checkpoint))
+    if not (series_lib.is_fineline_checkpoint(path) or series_lib.is_hf_checkpoint(path)):
+      raise FileNotFoundError(f"--checkpoint {path}: neither a fineline checkpoint (meta/) nor "
+                              "a Hugging Face LLaMA directory (config.json); for a run "
+                              "directory or a series use --checkpoints")
+    ckpt = series_lib.discover([path])[0]
     ckpt = series_lib.Checkpoint(ckpt.path, _first(args.step, ckpt.step),
                                  _first(args.tokens, ckpt.tokens))
   else:

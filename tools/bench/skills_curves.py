@@ -144,14 +144,18 @@ def main():
             for s in sorted(mc)}
 
   batches = packed_batches(docs_ids, args.batch, args.length, args.seed)
-  rows, losses, start = [], [], time.time()
+  rows, losses, train_s = [], [], 0.0
   for step in range(1, args.steps + 1):
+    start = time.time()
     params, opt_state, loss = train_step(params, opt_state, next(batches))
-    losses.append(float(loss))
+    losses.append(float(loss))  # blocks until the step is done
+    train_s += time.time() - start
     if step % args.every == 0 or step == args.steps:
+      start = time.time()
+      scores = evaluate(params)
       row = {"step": step, "tokens": step * args.batch * args.length,
              "loss": round(float(np.mean(losses[-args.every:])), 3),
-             "train_s": round(time.time() - start, 1), **evaluate(params)}
+             "train_s": round(train_s, 1), "eval_s": round(time.time() - start, 1), **scores}
       rows.append(row)
       print(json.dumps(row), flush=True)
   skills_names = [k for k in rows[0] if isinstance(rows[0][k], list)]

@@ -21,8 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import optax
+
+from fineline import partitioning
 from fineline.models import llama, presets
 from fineline.models.config import LlamaConfig
+from fineline.training import optim
+from fineline.training import step as step_lib
 from fineline.training.loss import next_token_loss
 
 ADAMW = dict(learning_rate=3e-4, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1)
@@ -41,13 +46,21 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 10) -> float:
   return 2.0 * n ** 3 / best
 
 
-def make_fineline_step(cfg: LlamaConfig, batch_size: int, seq_len: int):
-  """(step, state) where step(state, batch) -> (state, loss) runs one AdamW update."""
-  import optax  # pylint: disable=g-import-not-at-top
+def make_fineline_step(cfg: LlamaConfig, plain: bool = False):
+  """(step, state) where step(state, batch) -> (state, loss) runs one AdamW update.
+
+  By default this is the trainer's own step (`make_train_step` on a one-device mesh, with
+  its finiteness guard and metrics); `plain` builds a bare optax step around the same loss,
+  which shows what the trainer's extras cost.
+  """
+  tx, _ = optim.make_optimizer(learning_rate=ADAMW["learning_rate"], b1=ADAMW["b1"],
+                               b2=ADAMW["b2"], eps=ADAMW["eps"],
+                               weight_decay=ADAMW["weight_decay"], clip_norm=None)
   model = llama.Llama(cfg)
-  params = llama.init_params(cfg, jax.random.key(0))
-  tx = optax.adamw(**ADAMW)
-  opt_state = tx.init(params)
+  if not plain:
+    train = step_lib.make_train_step(model, tx, partitioning.make_mesh(jax.devices()[:1]))
+    state = train.init(jax.random.key(0))
+    return (lambda st, b: (lambda out: (out[0], out[1]["loss"]))(train.step(st, b))), state
 
   def step(state, batch):
     params, opt_state = state
@@ -56,8 +69,8 @@ def make_fineline_step(cfg: LlamaConfig, batch_size: int, seq_len: int):
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
-  del batch_size, seq_len
-  return jax.jit(step, donate_argnums=(0,)), (params, opt_state)
+  params = llama.init_params(cfg, jax.random.key(0))
+  return jax.jit(step, donate_argnums=(0,)), (params, tx.init(params))
 
 
 def make_torch_step(cfg: LlamaConfig):
@@ -69,9 +82,13 @@ def make_torch_step(cfg: LlamaConfig):
       if k not in ("architectures", "torch_dtype")})
   torch.manual_seed(0)
   model = transformers.LlamaForCausalLM(hf_cfg).float().train()
-  opt = torch.optim.AdamW(model.parameters(), lr=ADAMW["learning_rate"],
-                          betas=(ADAMW["b1"], ADAMW["b2"]), eps=ADAMW["eps"],
-                          weight_decay=ADAMW["weight_decay"])
+  # As fineline's optimizer: no weight decay on norm scales.
+  decay = [p for p in model.parameters() if p.ndim > 1]
+  no_decay = [p for p in model.parameters() if p.ndim <= 1]
+  opt = torch.optim.AdamW(
+      [{"params": decay, "weight_decay": ADAMW["weight_decay"]},
+       {"params": no_decay, "weight_decay": 0.0}],
+      lr=ADAMW["learning_rate"], betas=(ADAMW["b1"], ADAMW["b2"]), eps=ADAMW["eps"])
 
   def step(inputs, targets):
     logits = model(input_ids=inputs).logits
@@ -81,7 +98,7 @@ def make_torch_step(cfg: LlamaConfig):
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
   return step, model
 
@@ -94,6 +111,8 @@ def main(argv=None):
   ap.add_argument("--warmup", type=int, default=2)
   ap.add_argument("--steps", type=int, default=5, help="timed steps per side")
   ap.add_argument("--skip_torch", action="store_true")
+  ap.add_argument("--plain_step", action="store_true",
+                  help="time a bare optax step instead of the trainer's make_train_step")
   ap.add_argument("--json", action="store_true", help="print one JSON object")
   args = ap.parse_args(argv)
 
@@ -109,7 +128,7 @@ def main(argv=None):
   t_targets = torch.from_numpy(tokens[:, 1:].astype(np.int64))
 
   peak = matmul_peak_flops()
-  fl_step, state = make_fineline_step(cfg, B, S)
+  fl_step, state = make_fineline_step(cfg, plain=args.plain_step)
   t0 = time.perf_counter()
   state, loss = fl_step(state, batch)
   jax.block_until_ready(loss)
@@ -136,6 +155,7 @@ def main(argv=None):
   mfu = fl_tps * cfg.flops_per_token(S) / peak
   result = {
       "preset": args.preset, "batch_size": B, "seq_len": S, "threads": threads,
+      "fineline_step": "plain optax" if args.plain_step else "make_train_step",
       "fineline_tokens_per_s": round(fl_tps, 1),
       "torch_tokens_per_s": round(th_tps, 1) if th_tps else None,
       "ratio": round(fl_tps / th_tps, 3) if th_tps else None,
