@@ -118,6 +118,9 @@ TASKS = (
 
 # Metric lists as in the lm-eval configs: boolq and winogrande report acc only.
 METRICS = {"boolq": ("acc",), "winogrande": ("acc",)}
+# The metric usually reported for each (as the LLaMA, OpenLLaMA and OLMo reports do).
+PRIMARY = {"hellaswag": "acc_norm", "arc_challenge": "acc_norm", "openbookqa": "acc_norm",
+           "piqa": "acc_norm"}
 
 
 def mmlu_task(subject: str) -> DocTask:
@@ -137,7 +140,8 @@ def _register_all() -> None:
   for task in TASKS:
     names = METRICS.get(task.name, ("acc", "acc_norm"))
     registry.register(task, metrics.multiple_choice(names),
-                      capability=cap.capability(task.name), chance=cap.chance(task.name))
+                      capability=cap.capability(task.name), chance=cap.chance(task.name),
+                      primary_metric=PRIMARY.get(task.name, "acc"))
   for subject in MMLU_SUBJECTS:
     registry.register(mmlu_task(subject), metrics.multiple_choice(("acc",)),
                       capability=cap.EXAMINATION, chance=0.25, num_fewshot=5)

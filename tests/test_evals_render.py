@@ -6,6 +6,7 @@ continuations, stop sequences, few-shot examples and their order), and lm-eval's
 process_results/filters on the same model outputs must give our metrics.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -17,7 +18,7 @@ import seqio
 
 from eval_fixtures import SCHEMAS, write_eval_data
 
-from evals import generation, metrics, multiple_choice, render
+from evals import generation, metrics, multiple_choice, perplexity, render
 from fineline.evaluation import tasks as task_lib
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -185,21 +186,18 @@ def test_hellaswag_preprocess_matches_lm_eval():
 
 def test_rolling_metrics_equal_lm_eval_aggregations(tmp_path):
   from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
-  from lm_eval.api.task import ConfigurableTask as Task
-  from evals import perplexity
   texts = ["Hello world, this is café.", " Another  document\nwith lines. ", "x"]
   docs = [{"text": t} for t in texts]
   settings = task_lib.Settings(data_dir=str(tmp_path))
-  task = perplexity.HELDOUT
-  import dataclasses
-  task = dataclasses.replace(task, dataset=lambda split, data_dir: docs, process_docs=None)
+  task = dataclasses.replace(perplexity.HELDOUT, dataset=lambda split, data_dir: docs,
+                             process_docs=None)
   mine = render.render(task, settings)
   assert [ex["context"] for ex in mine] == texts and {ex["kind"] for ex in mine} == {
       "loglikelihood_rolling"}
   lls = [-20.5, -33.0, -4.25]
   got = metrics.rolling(_targets(mine), np.array([(ll, 0.0) for ll in lls]))
-  words = [(ll, Task.count_words(t)) for ll, t in zip(lls, texts)]
-  nbytes = [(ll, Task.count_bytes(t)) for ll, t in zip(lls, texts)]
+  words = [(ll, ConfigurableTask.count_words(t)) for ll, t in zip(lls, texts)]
+  nbytes = [(ll, ConfigurableTask.count_bytes(t)) for ll, t in zip(lls, texts)]
   assert got["word_perplexity"] == pytest.approx(weighted_perplexity(words), rel=1e-12)
   assert got["byte_perplexity"] == pytest.approx(weighted_perplexity(nbytes), rel=1e-12)
   assert got["bits_per_byte"] == pytest.approx(bits_per_byte(nbytes), rel=1e-12)

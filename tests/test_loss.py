@@ -37,15 +37,14 @@ def _max_diff(a, b):
   return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("chunk", [4, 5, 16])  # scanned chunks; 5 does not divide S: one chunk
-@pytest.mark.parametrize("z_loss", [0.0, 1e-2])
+@pytest.mark.parametrize("chunk,z_loss", [(4, 1e-2), (16, 0.0)])  # scanned chunks; one chunk
 def test_matches_full_logits_reference(chunk, z_loss):
   _, model, params, batch = _setup()
   fused = jax.jit(jax.value_and_grad(
       lambda p: next_token_loss(p, batch, model=model, z_loss=z_loss, chunk=chunk), has_aux=True))
   (loss, aux), grads = fused(params)
-  (ref_loss, (ref_ce, ref_z)), ref_grads = jax.value_and_grad(
-      lambda p: _reference(p, batch, model, z_loss), has_aux=True)(params)
+  (ref_loss, (ref_ce, ref_z)), ref_grads = jax.jit(jax.value_and_grad(
+      lambda p: _reference(p, batch, model, z_loss), has_aux=True))(params)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(aux["cross_entropy"], ref_ce, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(aux["z_loss"], ref_z, rtol=1e-5, atol=1e-5)
@@ -57,9 +56,10 @@ def test_matches_full_logits_reference(chunk, z_loss):
 def test_tied_embeddings_and_scanned_layers():
   _, model, params, batch = _setup(tie_embeddings=True, scan_layers=True)
   assert "lm_head" not in params and "layers" in params
-  (loss, _), grads = jax.value_and_grad(
-      lambda p: next_token_loss(p, batch, model=model, z_loss=1e-3, chunk=4), has_aux=True)(params)
-  ref_loss, ref_grads = jax.value_and_grad(lambda p: _reference(p, batch, model, 1e-3)[0])(params)
+  (loss, _), grads = jax.jit(jax.value_and_grad(
+      lambda p: next_token_loss(p, batch, model=model, z_loss=1e-3, chunk=4), has_aux=True))(params)
+  ref_loss, ref_grads = jax.jit(jax.value_and_grad(
+      lambda p: _reference(p, batch, model, 1e-3)[0]))(params)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-5)
   # The tied table gets the gather gradient and the LM head gradient, summed.
   assert _max_diff(grads, ref_grads) < 1e-5
@@ -67,12 +67,13 @@ def test_tied_embeddings_and_scanned_layers():
 
 def test_padding_tokens_do_not_count():
   _, model, params, batch = _setup()
-  loss, aux = next_token_loss(params, batch, model=model)
+  loss_fn = jax.jit(lambda p, b: next_token_loss(p, b, model=model))
+  loss, aux = loss_fn(params, batch)
   changed = dict(batch, targets=batch["targets"].at[1, 12:].set(7))  # only weight-0 positions
-  loss2, _ = next_token_loss(params, changed, model=model)
+  loss2, _ = loss_fn(params, changed)
   np.testing.assert_allclose(loss, loss2, rtol=1e-6)
   empty = dict(batch, weights=jnp.zeros((B, S)))
-  loss0, aux0 = next_token_loss(params, empty, model=model)
+  loss0, aux0 = loss_fn(params, empty)
   assert float(loss0) == 0.0 and float(aux0["num_tokens"]) == 0.0
   assert float(aux["num_tokens"]) == pytest.approx(2 * S - 5 - 0.5)
 

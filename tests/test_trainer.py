@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -94,17 +95,27 @@ def test_sigkilled_run_resumes_with_the_same_losses_and_params(reference, corpus
     np.testing.assert_allclose(a[1], b[1], rtol=1e-6, atol=1e-7, err_msg=a[0])
 
 
-def test_resume_on_a_different_device_count(reference, tmp_path):
+def test_resume_on_a_different_device_count_and_sigterm_saves(reference, tmp_path):
   model_dir = str(tmp_path / "run")
   shutil.copytree(reference["dir"], model_dir)
-  out = train_fixtures.fineline(
-      ["train", f"--gin_file={reference['gin']}", f"--gin.MODEL_DIR='{model_dir}'",
-       "--gin.TRAIN_STEPS=14", "--gin.SAVE_EVERY_STEPS=2"], num_devices=2)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert "(step 12," in out.stdout
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "fineline.cli", "train", f"--gin_file={reference['gin']}",
+       f"--gin.MODEL_DIR='{model_dir}'", "--gin.TRAIN_STEPS=400", "--gin.SAVE_EVERY_STEPS=2"],
+      env=train_fixtures.env(2), cwd=train_fixtures.REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while (not os.path.isdir(os.path.join(model_dir, "checkpoints", "14")) and proc.poll() is None
+         and time.time() < deadline):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)  # what a preempted TPU VM receives
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-3000:]
+  assert "(step 12," in out  # resumed on 2 devices from the 1-device checkpoint
+  stopped = int(re.search(r"stopped by signal after step (\d+)", out).group(1))
+  assert 14 <= stopped < 400
+  assert checkpointing.RunCheckpoints(model_dir).latest_step() == stopped
   losses = train_fixtures.losses_by_step(model_dir)
-  assert all(np.isfinite(losses[s][0]) for s in (13, 14))
-  assert checkpointing.read_meta(os.path.join(model_dir, "checkpoints", "14"))["step"] == 14
+  assert all(np.isfinite(losses[s][0]) for s in range(13, stopped + 1))
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(corpus, tmp_path):

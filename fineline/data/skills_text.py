@@ -13,9 +13,6 @@ from typing import Callable
 
 from fineline.data import skills_world as sw
 
-Item = dict  # {"context", "choices", "gold"} or {"context", "answer"}
-
-
 # --- grammar -------------------------------------------------------------------------------
 
 def _subject(rng, world, *, held_out: bool):
@@ -32,7 +29,7 @@ def _attractor(rng, noun, plural):
 
 def _free_sentence(rng, world, *, attractor: bool, held_out=False, plural=None,
                    attractor_plural=None):
-  """("The old dogs near the cat", "run", "sleep at home.") pieces of one sentence."""
+  """("The old dogs near the cat", ("runs", "run"), "at home", plural) of one sentence."""
   adj, noun = _subject(rng, world, held_out=held_out)
   plural = rng.random() < 0.5 if plural is None else plural
   att = ""
@@ -69,18 +66,19 @@ def grammar_doc(rng, world) -> str:
 
 
 def agreement_items(rng, world, n, *, attractor: bool):
-  mc, gen = [], []
+  mc, gen = {}, {}  # keyed by context: distinct prompts
   while len(mc) < n:
     lead, lead_verb, lead_place, lead_plural = _free_sentence(rng, world, attractor=attractor)
     plural = rng.random() < 0.5
     subject, verb, place, _ = _free_sentence(rng, world, attractor=attractor, held_out=True,
                                              plural=plural, attractor_plural=not plural)
-    mc.append({"context": f"{lead} {lead_verb[lead_plural]} {lead_place}. {subject}",
-               "choices": [f"{verb[0]} {place}.", f"{verb[1]} {place}."], "gold": int(plural)})
+    context = f"{lead} {lead_verb[lead_plural]} {lead_place}. {subject}"
+    mc[context] = {"context": context, "choices": [f"{verb[0]} {place}.", f"{verb[1]} {place}."],
+                   "gold": int(plural)}
   while len(gen) < n:
     context, answer = _pair_line(rng, world, attractor=attractor, held_out=True)
-    gen.append({"context": context, "answer": answer})
-  return mc, gen
+    gen[context] = {"context": context, "answer": answer}
+  return list(mc.values()), list(gen.values())
 
 
 # --- copying -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ as lm-eval's acc (summed log-likelihood of " " + choice); generation items as gr
 match, i.e. whether every token of " " + answer + "\\n" is the argmax (what greedy decoding
 until "\\n" would produce).
 
-  JAX_PLATFORMS=cpu python tools/bench/skills_curves.py --steps 400 --every 40
+  JAX_PLATFORMS=cpu python tools/bench/skills_curves.py --steps 480 --every 48
 
 Prints one JSON line per evaluation ({"step", "tokens", "loss", task: [mc_acc, gen_em]})
 and a table at the end.
@@ -72,11 +72,11 @@ def scoring_requests(corpus, sp):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--steps", type=int, default=400)
+  parser.add_argument("--steps", type=int, default=480)
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--length", type=int, default=128)
-  parser.add_argument("--every", type=int, default=40)
-  parser.add_argument("--lr", type=float, default=3e-3)
+  parser.add_argument("--every", type=int, default=48)
+  parser.add_argument("--lr", type=float, default=2e-3)
   parser.add_argument("--warmup", type=int, default=20)
   parser.add_argument("--data_dir", default=None, help="corpus directory (default: a temp dir)")
   parser.add_argument("--seed", type=int, default=0)
