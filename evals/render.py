@@ -99,6 +99,9 @@ class Sampler:
       if n > len(pool):
         raise ValueError(f"{n} few-shot examples requested, {len(pool)} available")
       return pool[:n]
+    if n + self.exclude > len(self.pool):  # the default sampler draws k+1 to drop the doc
+      raise ValueError(f"{n} few-shot examples requested; the few-shot pool has "
+                       f"{len(self.pool)} documents")
     if not self.exclude:
       return self.rnd.sample(self.pool, n)
     res = [d for d in self.rnd.sample(self.pool, n + 1) if d != doc][:n]

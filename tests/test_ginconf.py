@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 import train_fixtures
@@ -65,3 +67,18 @@ def test_unknown_preset_names_the_known_ones(tmp_path, corpus):
 def test_missing_gin_file_says_where_it_looked():
   with pytest.raises(FileNotFoundError, match="nope.gin not found"):
     ginconf.parse(["runs/nope.gin"])
+
+
+def test_every_preset_has_a_model_file_and_every_run_file_parses():
+  import gin
+  from fineline.models import presets
+  for name in presets.PRESETS:
+    path = os.path.join(ginconf.GIN_DIR, "models", name.replace("-", "_") + ".gin")
+    with open(path, encoding="utf-8") as f:
+      assert f"PRESET = '{name}'" in f.read(), path
+  for run in ("tiny_cpu", "demo_cpu", "amber_7b", "openllama_7b"):
+    ginconf.parse([f"runs/{run}.gin"], ["MODEL_DIR = '/tmp/x'", "TOKENIZER = '/tmp/t.model'"])
+    assert gin.query_parameter("%PRESET") in presets.PRESETS
+    for macro in ("TRAIN_STEPS", "BATCH_SIZE", "SEQUENCE_LENGTH", "SAVE_EVERY_STEPS",
+                  "KEEP_EVERY_STEPS", "SEED"):
+      assert gin.query_parameter(f"%{macro}") is not None

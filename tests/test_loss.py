@@ -16,8 +16,6 @@ def _setup(**overrides):
   cfg = presets.get_preset("tiny", **overrides)
   model = llama.Llama(cfg)
   params = llama.init_params(cfg, jax.random.key(0))
-  if cfg.scan_layers:
-    params = llama.scan_layers(llama.unscan_layers(params, cfg.num_layers), cfg.num_layers)
   tokens = jax.random.randint(jax.random.key(1), (B, S + 1), 0, cfg.vocab_size)
   weights = jnp.ones((B, S), jnp.float32).at[1, 11:].set(0.0).at[0, 3].set(0.5)
   batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": weights}
@@ -53,9 +51,9 @@ def test_matches_full_logits_reference(chunk, z_loss):
   assert float(jnp.max(jnp.abs(grads["lm_head"]))) > 0
 
 
-def test_tied_embeddings_and_scanned_layers():
-  _, model, params, batch = _setup(tie_embeddings=True, scan_layers=True)
-  assert "lm_head" not in params and "layers" in params
+def test_tied_embeddings():
+  _, model, params, batch = _setup(tie_embeddings=True)
+  assert "lm_head" not in params
   (loss, _), grads = jax.jit(jax.value_and_grad(
       lambda p: next_token_loss(p, batch, model=model, z_loss=1e-3, chunk=4), has_aux=True))(params)
   ref_loss, ref_grads = jax.jit(jax.value_and_grad(
@@ -90,3 +88,16 @@ def test_hidden_output_gives_the_same_logits():
   np.testing.assert_allclose(logits_c, logits, atol=1e-5)
   np.testing.assert_allclose(hidden_c, hidden, atol=1e-5)
   assert _max_diff(cache_l, cache_h) == 0.0
+
+
+def test_mlp_backward_equals_autodiff():
+  keys = jax.random.split(jax.random.key(2), 5)
+  x, dy = (jax.random.normal(keys[i], (2, 6, 8)) for i in (0, 1))
+  gate, up = (jax.random.normal(keys[i], (8, 12)) for i in (2, 3))
+  down = jax.random.normal(keys[4], (12, 8))
+  plain = lambda *a: llama._swiglu_forward(*a)[0]  # pylint: disable=protected-access
+  y, vjp = jax.vjp(llama._swiglu, x, gate, up, down)  # pylint: disable=protected-access
+  y_ref, vjp_ref = jax.vjp(plain, x, gate, up, down)
+  np.testing.assert_array_equal(y, y_ref)
+  for ours, ref in zip(vjp(dy), vjp_ref(dy)):
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)

@@ -23,18 +23,31 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_two_hosts(gin_path, model_dir, steps):
+SCRIPT = r"""
+import sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+port, pid, gin_path, model_dir = sys.argv[1:]
+jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(pid))
+from fineline import ginconf
+from fineline.training import trainer
+for steps in (4, 6):  # the second run restores what the first saved
+  print(f"=== run to step {steps}", flush=True)
+  ginconf.parse([gin_path], [f"MODEL_DIR = '{model_dir}'", f"TRAIN_STEPS = {steps}"])
+  trainer.train()
+"""
+
+
+def _run_two_hosts(gin_path, model_dir):
   port = _free_port()
   procs = [subprocess.Popen(
-      [sys.executable, "-m", "fineline.cli", "train", f"--gin_file={gin_path}",
-       f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={steps}",
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      [sys.executable, "-c", SCRIPT, str(port), str(i), gin_path, model_dir],
       env=train_fixtures.env(2), cwd=train_fixtures.REPO, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(2)]
   outs = []
   for p in procs:
     try:
-      out, err = p.communicate(timeout=300)
+      out, err = p.communicate(timeout=400)
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
@@ -42,22 +55,23 @@ def _run_two_hosts(gin_path, model_dir, steps):
     outs.append((p.returncode, out, err))
   for code, _, err in outs:
     assert code == 0, err[-4000:]
-  return outs
+  return [out for _, out, _ in outs]
 
 
 def test_two_processes_train_save_and_resume(corpus, tmp_path):
   gin_path = train_fixtures.run_gin(corpus, str(tmp_path / "run.gin"), SAVE_EVERY_STEPS=2,
                                     BATCH_SIZE=8)
   model_dir = str(tmp_path / "run")
-  first = _run_two_hosts(gin_path, model_dir, steps=4)
-  assert "step       4" in first[0][1]        # process 0 logs
-  assert "step" not in first[1][1]            # process 1 stays quiet
+  out0, out1 = _run_two_hosts(gin_path, model_dir)
+  first0, second0 = out0.split("=== run to step 6")
+  first1, second1 = out1.split("=== run to step 6")
+  assert "step       4" in first0           # process 0 logs
+  assert "loss" not in out1                 # process 1 stays quiet
+  assert "resumed" not in first0
+  assert "(step 4," in second0 and "(step 4," in second1  # both hosts restored step 4
   ckpt = os.path.join(model_dir, "checkpoints", "4")
   assert {"process_0.json", "process_1.json"} <= set(os.listdir(os.path.join(ckpt, "data")))
   assert checkpointing.read_meta(ckpt)["tokens"] == 4 * 8 * 32
-
-  second = _run_two_hosts(gin_path, model_dir, steps=6)
-  assert "(step 4," in second[0][1] and "(step 4," in second[1][1]
   losses = train_fixtures.losses_by_step(model_dir)
-  assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+  assert sorted(losses) == [1, 2, 3, 4, 5, 6] and all(len(v) == 1 for v in losses.values())
   assert checkpointing.read_meta(os.path.join(model_dir, "checkpoints", "6"))["step"] == 6

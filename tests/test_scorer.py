@@ -148,8 +148,7 @@ _MESH_SCRIPT = textwrap.dedent("""
   sys.path.insert(0, {tests!r})
   from test_scorer import CFG, CharVocab, make_pairs
   from fineline import partitioning
-  from fineline.evaluation import requests
-from fineline.evaluation.requests import Generate
+  from fineline.evaluation.requests import Generate
   from fineline.evaluation.scorer import Scorer
   from fineline.models import llama
   gin.bind_parameter("mesh_axes.data", 2)

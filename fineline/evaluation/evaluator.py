@@ -267,7 +267,7 @@ class InProcessEvaluator:
     self.batch_size, self.max_length = batch_size, max_length
     self.task_modules, self.write_samples = tuple(task_modules), write_samples
     self.run: dict[str, Any] = {}
-    self._suite, self._scorer, self._writer = None, None, None
+    self._suite, self._scorer = None, None
     self.setup(model_dir=model_dir, model_name=model_name)
 
   def setup(self, *, model_dir: str | None = None, model_cfg=None, vocab=None, mesh=None,
@@ -330,12 +330,17 @@ class InProcessEvaluator:
     eval_dir = os.path.join(self.run["model_dir"], "eval")
     _write_jsonl(os.path.join(eval_dir, "results.jsonl"), [record], "a")
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-    self._writer = self._writer or SummaryWriter(eval_dir)
-    for task, metrics in record["tasks"].items():
-      for name, value in metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "n":
-          self._writer.add_scalar(f"{task}/{name}", value, record["step"])
-    self._writer.flush()
+    # One event file per evaluation, closed at once: tensorboardX's flush() does not wait
+    # for its writer thread, close() does.
+    writer = SummaryWriter(eval_dir, filename_suffix=f".step{record['step']}")
+    try:
+      for task, metrics in record["tasks"].items():
+        for name, value in metrics.items():
+          if (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and name not in ("n", "num_fewshot", "chance")):
+            writer.add_scalar(f"{task}/{name}", value, record["step"])
+    finally:
+      writer.close()
 
 
 def _config_from_save(model_dir: str | None, step: int):

@@ -68,8 +68,7 @@ class Scorer:
     self.batch_size = batch_size
     self.max_length = max_length or model_cfg.max_length
     self.mesh = mesh
-    if shardings is not None:
-      params = jax.device_put(params, shardings)
+    self.shardings = shardings
     self.params = params
     self._row_multiple = 1
     replicated = None
@@ -79,6 +78,20 @@ class Scorer:
       self._row_multiple = partitioning.data_parallel_size(mesh)
     self.fns = _jitted(json.dumps(model_cfg.to_dict(), sort_keys=True), replicated)
     self._decoder = generate_lib.GreedyDecoder(self)
+
+  @property
+  def params(self):
+    return self._params
+
+  @params.setter
+  def params(self, params):
+    """New parameters (e.g. the next checkpoint) reuse the compiled functions. They go to
+    the device once here, not at every call."""
+    if self.shardings is not None:
+      params = jax.device_put(params, self.shardings)
+    else:
+      params = jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, params)
+    self._params = params
 
   # ---- public API ----------------------------------------------------------------------
 
@@ -112,6 +125,9 @@ class Scorer:
       if not context or not continuation:
         raise ValueError(f"request {i}: context and continuation need at least one token "
                          f"each, got {len(context)} and {len(continuation)}")
+      if len(continuation) > self.max_length:
+        raise ValueError(f"request {i}: continuation of {len(continuation)} tokens does not "
+                         f"fit the maximum length {self.max_length}")
       keep = self.max_length + 1 - len(continuation)
       groups.setdefault(tuple(context[-keep:]), []).append(i)
     results: list[tuple[float, bool] | None] = [None] * len(pairs)

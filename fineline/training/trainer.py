@@ -9,6 +9,7 @@ import time
 
 import gin
 import jax
+import numpy as np
 
 from fineline import checkpointing, partitioning
 from fineline.data import pretrain
@@ -74,10 +75,10 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
       model_dir, flops_per_token=cfg.flops_per_token(sequence_length),
       peak_flops=metrics_lib.peak_flops_total())
   stop = _StopFlag(stop_event)
-  loss_avg, record = None, {}
+  loss_avg, record, stopping = None, {}, False
   clock, window_tokens = _now(), 0
   try:
-    while step < train_steps and not stop.requested:
+    while step < train_steps and not stopping:
       batch = partitioning.global_batch(mesh, next(batches), batch_size)
       state, step_metrics = train_step.step(state, batch)
       step += 1
@@ -106,11 +107,12 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
                       **writer.throughput(window_tokens, elapsed))
         writer.write(step, record)
         clock, window_tokens = _now(), 0
-      if step % save_every_steps == 0 or step == train_steps or stop.requested:
+      stopping = stop.poll()
+      if step % save_every_steps == 0 or step == train_steps or stopping:
         _save(ckpts, step, state, cfg, tokens, batches)
         if evaluator is not None:
           _evaluate(evaluator, ckpts, state, step, tokens, step // save_every_steps)
-    if stop.requested:
+    if stopping:
       _wait(ckpts, step)
       print(f"stopped by signal after step {step}; checkpoint {ckpts.path(step)} is complete",
             flush=True)
@@ -211,9 +213,14 @@ class _StopFlag:
     del signum, frame
     self._signalled = True
 
-  @property
-  def requested(self) -> bool:
-    return self._signalled or (self._event is not None and self._event.is_set())
+  def poll(self) -> bool:
+    """Whether to stop after this step; every host gets the same answer (a host that missed
+    the signal must still join the final save)."""
+    local = self._signalled or (self._event is not None and self._event.is_set())
+    if jax.process_count() == 1:
+      return local
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    return bool(np.any(multihost_utils.process_allgather(np.int32(local))))
 
   def restore(self):
     if self._previous is not None:
