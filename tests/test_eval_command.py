@@ -101,8 +101,8 @@ def test_fineline_checkpoint_gives_the_same_record(setup, hf_record):
   for key in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n", "num_fewshot",
               "capability", "chance"):
     assert key in arc
-  assert (arc["n"], arc["num_fewshot"], arc["capability"], arc["chance"]) == (
-      10, 1, "commonsense_reasoning", 0.25)
+  assert (arc["n"], arc["num_fewshot"], arc["capability"], arc["chance"], arc["split"]) == (
+      10, 1, "commonsense_reasoning", 0.25, "test")
   assert set(record["tasks"]["lambada"]) >= {"acc", "acc_stderr", "perplexity", "n"}
   for task in TASKS:
     assert record["tasks"][task]["acc"] == record_hf["tasks"][task]["acc"]

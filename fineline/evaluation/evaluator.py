@@ -115,8 +115,9 @@ class TaskSuite:
       entry = leaf_results[name] if leaves == [name] else _aggregate(
           {t: leaf_results[t] for t in leaves})
       info = task_lib.task_info(name)
+      split = (self._examples[leaves[0]] or [{"meta": {}}])[0]["meta"].get("split")
       entry.update(num_fewshot=self._fewshot[leaves[0]], capability=info.capability,
-                   chance=info.chance, primary_metric=info.primary_metric)
+                   chance=info.chance, primary_metric=info.primary_metric, split=split)
       results[name] = entry
     return results
 
