@@ -3,8 +3,8 @@
 The LM head and the softmax are fused: the loss takes the model's final hidden states and
 runs the head projection in chunks along the sequence, computing the gradient of each chunk
 (softmax − one-hot, scaled by the token's weight) right away, so the B×S×V logits are never
-held in memory and never revisited in the backward pass. On a CPU this is the largest single
-saving in the train step; on a mesh the chunks keep the batch and vocab shardings.
+held in memory and never revisited in the backward pass. On a CPU this is a large saving
+in the train step; on a mesh the chunks keep the batch and vocab shardings.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def next_token_loss(params, batch, *, model, z_loss: float = 0.0, chunk: int = D
   head_DxV = llama.lm_head_weights(params, model.cfg)
   weights_BxS = batch["weights"].astype(jnp.float32)
   num_tokens = jnp.sum(weights_BxS)
-  scaled_BxS = weights_BxS / jnp.maximum(num_tokens, 1.0)
+  scaled_BxS = weights_BxS / jnp.maximum(num_tokens, 1e-8)  # all-padding batch: loss 0
   S = hidden_BxSxD.shape[1]
   chunk = chunk if 0 < chunk <= S and S % chunk == 0 else S
   loss, cross_entropy, z = _head_loss(hidden_BxSxD, head_DxV.astype(hidden_BxSxD.dtype),
