@@ -7,6 +7,10 @@
 source "$(dirname "$0")/_venv.sh"
 export JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=3
 RUN="${1:-runs/demo}"
+if [ -e "$RUN" ] && [ ! -f "$RUN/config.gin" ]; then
+  echo "error: $RUN exists and is not an earlier run; pass another RUN_DIR" >&2
+  exit 1
+fi
 rm -rf "$RUN"
 
 echo "== 1/3 training the demo model (checkpoints evaluated in-process) -> $RUN"
