@@ -75,7 +75,7 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
       model_dir, flops_per_token=cfg.flops_per_token(sequence_length),
       peak_flops=metrics_lib.peak_flops_total())
   stop = _StopFlag(stop_event)
-  loss_avg, record, stopping = None, {}, False
+  loss_avg, record, stopping, pending = None, {}, False, None
   clock, window_tokens = _now(), 0
   try:
     while step < train_steps and not stopping:
@@ -84,22 +84,12 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
       step += 1
       tokens += tokens_per_step
       window_tokens += tokens_per_step
-      host = jax.device_get({k: step_metrics[k] for k in ("loss", "finite", "nonfinite_streak")})
-      loss = float(host["loss"])
-      if not host["finite"]:
-        writer.event(step, "nonfinite_step", loss=loss, streak=int(host["nonfinite_streak"]))
-        if host["nonfinite_streak"] >= max_consecutive_nonfinite:
-          _wait(ckpts, step)
-          latest = ckpts.latest_step()
-          where = ckpts.path(latest) if latest is not None else "none (no checkpoint was written)"
-          raise NonFiniteLossError(
-              f"stopping at step {step}: {int(host['nonfinite_streak'])} steps in a row had a "
-              f"non-finite loss or gradient; their updates were skipped. Newest complete "
-              f"checkpoint: {where}")
-      elif loss_avg is not None and loss > loss_spike_factor * loss_avg:
-        writer.event(step, "loss_spike", loss=loss, running_mean=loss_avg)
-      if host["finite"]:
-        loss_avg = loss if loss_avg is None else 0.9 * loss_avg + 0.1 * loss
+      # Read the previous step's scalars only now, after this step is dispatched, so the host
+      # never waits on the device between steps.
+      if pending is not None:
+        loss_avg = _observe(*pending, loss_avg, writer, ckpts, max_consecutive_nonfinite,
+                            loss_spike_factor)
+      pending = (step, step_metrics)
       if step % log_every_steps == 0 or step == train_steps:
         record = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         elapsed = _now() - clock
@@ -112,6 +102,8 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
         _save(ckpts, step, state, cfg, tokens, batches)
         if evaluator is not None:
           _evaluate(evaluator, ckpts, state, step, tokens, step // save_every_steps)
+    if pending is not None:
+      _observe(*pending, loss_avg, writer, ckpts, max_consecutive_nonfinite, loss_spike_factor)
     if stopping:
       _wait(ckpts, step)
       print(f"stopped by signal after step {step}; checkpoint {ckpts.path(step)} is complete",
@@ -124,6 +116,28 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
       ckpts.close()
       writer.close()
   return {"step": step, "tokens": tokens, **record}
+
+
+def _observe(step, step_metrics, loss_avg, writer, ckpts, max_consecutive_nonfinite,
+             loss_spike_factor):
+  """Host-side checks of one finished step: non-finite events and the stop after too many in
+  a row, loss-spike events. Returns the updated running mean of the loss."""
+  host = jax.device_get({k: step_metrics[k] for k in ("loss", "finite", "nonfinite_streak")})
+  loss = float(host["loss"])
+  if not host["finite"]:
+    writer.event(step, "nonfinite_step", loss=loss, streak=int(host["nonfinite_streak"]))
+    if host["nonfinite_streak"] >= max_consecutive_nonfinite:
+      _wait(ckpts, step)
+      latest = ckpts.latest_step()
+      where = ckpts.path(latest) if latest is not None else "none (no checkpoint was written)"
+      raise NonFiniteLossError(
+          f"stopping at step {step}: {int(host['nonfinite_streak'])} steps in a row had a "
+          f"non-finite loss or gradient; their updates were skipped. Newest complete "
+          f"checkpoint: {where}")
+    return loss_avg
+  if loss_avg is not None and loss > loss_spike_factor * loss_avg:
+    writer.event(step, "loss_spike", loss=loss, running_mean=loss_avg)
+  return loss if loss_avg is None else 0.9 * loss_avg + 0.1 * loss
 
 
 def _initial_state(train_step, ckpts, batches, cfg, seed, init_from):
