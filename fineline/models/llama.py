@@ -15,7 +15,6 @@ One call covers the three uses:
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fineline.models import attention
 from fineline.models.config import LlamaConfig
 
 Cache = dict[str, Any]  # {"k": [L]×B×T×K×Dh (or L×B×T×K×Dh when scanned), "v": same, "end": B}
@@ -51,32 +51,6 @@ class RMSNorm(nn.Module):
     return scale_D.astype(_dtype(self.cfg.dtype)) * normed.astype(_dtype(self.cfg.dtype))
 
 
-def rope_inv_freq(cfg: LlamaConfig) -> jax.Array:
-  dh = cfg.resolved_head_dim
-  inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, dh, 2, dtype=jnp.float32) / dh))
-  scaling = cfg.rope_scaling or {}
-  if scaling.get("rope_type") == "llama3":
-    factor = scaling["factor"]
-    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
-    old_len = scaling["original_max_position_embeddings"]
-    wavelen = 2 * math.pi / inv_freq
-    smooth = (old_len / wavelen - low) / (high - low)
-    smoothed = (1 - smooth) * inv_freq / factor + smooth * inv_freq
-    inv_freq = jnp.where(wavelen > old_len / low, inv_freq / factor,
-                         jnp.where(wavelen < old_len / high, inv_freq, smoothed))
-  return inv_freq
-
-
-def apply_rope(x_BxSxNxDh, positions_BxS, inv_freq):
-  """Rotary embedding in HF's half-split (`rotate_half`) layout, computed in float32."""
-  angles_BxSxHalf = positions_BxS[..., None].astype(jnp.float32) * inv_freq
-  angles = jnp.concatenate([angles_BxSxHalf, angles_BxSxHalf], axis=-1)[:, :, None, :]
-  cos, sin = jnp.cos(angles).astype(x_BxSxNxDh.dtype), jnp.sin(angles).astype(x_BxSxNxDh.dtype)
-  half = x_BxSxNxDh.shape[-1] // 2
-  rotated = jnp.concatenate([-x_BxSxNxDh[..., half:], x_BxSxNxDh[..., :half]], axis=-1)
-  return x_BxSxNxDh * cos + rotated * sin
-
-
 def _write_cache(cache_BxTxKxDh, new_BxSxKxDh, start_B):
   return jax.vmap(lambda c, n, s: jax.lax.dynamic_update_slice_in_dim(c, n, s, axis=0))(
       cache_BxTxKxDh, new_BxSxKxDh.astype(cache_BxTxKxDh.dtype), start_B)
@@ -86,7 +60,7 @@ class Attention(nn.Module):
   cfg: LlamaConfig
 
   @nn.compact
-  def __call__(self, x_BxSxD, positions_BxS, kv=None, start_B=None):
+  def __call__(self, x_BxSxD, rope, mask_BxSxT, kv=None, start_B=None):
     cfg = self.cfg
     dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
     D, H, K, Dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
@@ -101,41 +75,21 @@ class Attention(nn.Module):
     q_BxSxHxDh = nn.with_logical_constraint(q_BxSxHxDh, ("batch", "length", "heads", "head_dim"))
     k_BxSxKxDh = nn.with_logical_constraint(k_BxSxKxDh, ("batch", "length", "kv_heads", "head_dim"))
 
-    inv_freq = rope_inv_freq(cfg)
-    q_BxSxHxDh = apply_rope(q_BxSxHxDh, positions_BxS, inv_freq)
-    k_BxSxKxDh = apply_rope(k_BxSxKxDh, positions_BxS, inv_freq)
+    q_BxSxHxDh = attention.apply_rope(q_BxSxHxDh, rope)
+    k_BxSxKxDh = attention.apply_rope(k_BxSxKxDh, rope)
 
     if kv is None:  # plain causal attention over this call's tokens
       keys, values, new_kv = k_BxSxKxDh, v_BxSxKxDh, None
-      q_pos_BxS, k_pos_BxT = positions_BxS, positions_BxS
-    else:  # write into each row's cache at its own offset, attend to slots up to the query's
+    else:  # write into each row's cache at its own offset
       keys = _write_cache(kv[0], k_BxSxKxDh, start_B)
       values = _write_cache(kv[1], v_BxSxKxDh, start_B)
       new_kv = (keys, values)
-      q_pos_BxS = start_B[:, None] + jnp.arange(x_BxSxD.shape[1])[None, :]
-      k_pos_BxT = jnp.broadcast_to(jnp.arange(keys.shape[1])[None, :], keys.shape[:2])
-    mask_BxSxT = q_pos_BxS[:, :, None] >= k_pos_BxT[:, None, :]
 
-    out_BxSxHxDh = _attend(q_BxSxHxDh, keys.astype(dt), values.astype(dt), mask_BxSxT, cfg)
+    out_BxSxHxDh = attention.attend(q_BxSxHxDh, keys.astype(dt), values.astype(dt), mask_BxSxT,
+                                    cfg.attention_impl)
     out_BxSxHxDh = nn.with_logical_constraint(out_BxSxHxDh, ("batch", "length", "heads", "head_dim"))
     out_BxSxD = jnp.einsum("bshk,hkd->bsd", out_BxSxHxDh, wo.astype(dt))
     return out_BxSxD, new_kv
-
-
-def _attend(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, cfg: LlamaConfig):
-  B, S, H, Dh = q_BxSxHxDh.shape
-  K = k_BxTxKxDh.shape[2]
-  if cfg.attention_impl != "dot":
-    return jax.nn.dot_product_attention(
-        q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=mask_BxSxT[:, None], implementation=cfg.attention_impl)
-  # Grouped-query attention without materialising repeated keys: heads split into K×G.
-  q_BxSxKxGxDh = q_BxSxHxDh.reshape(B, S, K, H // K, Dh)
-  scores = jnp.einsum("bskgd,btkd->bkgst", q_BxSxKxGxDh, k_BxTxKxDh).astype(jnp.float32)
-  scores = scores / math.sqrt(Dh)
-  scores = jnp.where(mask_BxSxT[:, None, None], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(q_BxSxHxDh.dtype)
-  out = jnp.einsum("bkgst,btkd->bskgd", probs, v_BxTxKxDh)
-  return out.reshape(B, S, H, Dh)
 
 
 class MLP(nn.Module):
@@ -195,9 +149,9 @@ class Block(nn.Module):
   cfg: LlamaConfig
 
   @nn.compact
-  def __call__(self, x_BxSxD, positions_BxS, kv=None, start_B=None):
+  def __call__(self, x_BxSxD, rope, mask_BxSxT, kv=None, start_B=None):
     attn_out, new_kv = Attention(self.cfg, name="attn")(
-        RMSNorm(self.cfg, name="attn_norm")(x_BxSxD), positions_BxS, kv, start_B)
+        RMSNorm(self.cfg, name="attn_norm")(x_BxSxD), rope, mask_BxSxT, kv, start_B)
     x_BxSxD = x_BxSxD + attn_out
     x_BxSxD = x_BxSxD + MLP(self.cfg, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x_BxSxD))
     return nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed")), new_kv
@@ -209,9 +163,9 @@ class _ScanBlock(nn.Module):
 
   @nn.compact
   def __call__(self, carry, kv):
-    x_BxSxD, positions_BxS, start_B = carry
-    x_BxSxD, new_kv = Block(self.cfg, name="block")(x_BxSxD, positions_BxS, kv, start_B)
-    return (x_BxSxD, positions_BxS, start_B), new_kv
+    x_BxSxD, rope, mask_BxSxT, start_B = carry
+    x_BxSxD, new_kv = Block(self.cfg, name="block")(x_BxSxD, rope, mask_BxSxT, kv, start_B)
+    return (x_BxSxD, rope, mask_BxSxT, start_B), new_kv
 
 
 def _remat(module_cls, cfg: LlamaConfig, **kw):
@@ -238,7 +192,7 @@ class Llama(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxS, positions_BxS=None, cache: Cache | None = None,
-               lengths_B=None, return_hidden: bool = False):
+               lengths_B=None, return_hidden: bool = False, attention_mask_BxSxT=None):
     """Returns logits_BxSxV (float32), and the updated cache when one is given.
 
     With a cache, row b's tokens occupy slots cache["end"][b] … + S − 1 and the returned
@@ -246,19 +200,30 @@ class Llama(nn.Module):
     so padding slots are overwritten by the next step and never attended to).
     `return_hidden=True` returns the final-normed hidden states B×S×D in place of the logits
     (the LM head is `lm_head_weights(params, cfg)`), so a loss can fuse head and softmax.
+    `attention_mask_BxSxT` (bool) further limits which keys each query sees, e.g. to its
+    own sequence when several are packed in a row.
     """
     cfg = self.cfg
     dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
     B, S = tokens_BxS.shape
     start_B = cache["end"] if cache is not None else None
-    if positions_BxS is None:
-      base = start_B[:, None] if cache is not None else jnp.zeros((B, 1), jnp.int32)
-      positions_BxS = base + jnp.arange(S, dtype=jnp.int32)[None, :]
+    if positions_BxS is None and cache is not None:
+      positions_BxS = start_B[:, None] + jnp.arange(S, dtype=jnp.int32)[None, :]
 
     embedding_VxD = self.param("embedding", _init(("vocab", "embed")),
                                (cfg.vocab_size, cfg.hidden_size), pdt)
     x_BxSxD = jnp.take(embedding_VxD, tokens_BxS, axis=0).astype(dt)
     x_BxSxD = nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
+    rope = attention.rope_tables(positions_BxS, S, cfg, dt)
+    if cache is None:  # plain causal attention over this call's tokens
+      pos_BxS = jnp.arange(S)[None, :] if positions_BxS is None else positions_BxS
+      mask_BxSxT = attention.causal_mask(pos_BxS, pos_BxS)
+    else:  # each row attends to its cache slots up to the query's own
+      slots_T = jnp.arange(_cache_slots(cache, cfg))
+      mask_BxSxT = attention.causal_mask(start_B[:, None] + jnp.arange(S)[None, :],
+                                         jnp.broadcast_to(slots_T[None, :], (B, slots_T.shape[0])))
+    if attention_mask_BxSxT is not None:
+      mask_BxSxT = mask_BxSxT & attention_mask_BxSxT
 
     if cfg.scan_layers:
       kv = (cache["k"], cache["v"]) if cache is not None else None
@@ -267,14 +232,15 @@ class Llama(nn.Module):
           variable_axes={"params": 0}, split_rngs={"params": True},
           in_axes=0, length=cfg.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"})
-      (x_BxSxD, _, _), new_kv = scanned(cfg, name="layers")((x_BxSxD, positions_BxS, start_B), kv)
+      (x_BxSxD, *_), new_kv = scanned(cfg, name="layers")((x_BxSxD, rope, mask_BxSxT, start_B), kv)
       new_k, new_v = (new_kv if cache is not None else (None, None))
     else:
       block_cls = _remat(Block, cfg, static_argnums=())
       new_k, new_v = [], []
       for i in range(cfg.num_layers):
         kv = (cache["k"][i], cache["v"][i]) if cache is not None else None
-        x_BxSxD, layer_kv = block_cls(cfg, name=f"layers_{i}")(x_BxSxD, positions_BxS, kv, start_B)
+        x_BxSxD, layer_kv = block_cls(cfg, name=f"layers_{i}")(x_BxSxD, rope, mask_BxSxT, kv,
+                                                               start_B)
         if cache is not None:
           new_k.append(layer_kv[0])
           new_v.append(layer_kv[1])
@@ -300,6 +266,10 @@ class Llama(nn.Module):
   def _advance(cache, new_k, new_v, lengths_B, B, S):
     advance_B = jnp.full((B,), S, jnp.int32) if lengths_B is None else lengths_B.astype(jnp.int32)
     return {"k": new_k, "v": new_v, "end": cache["end"] + advance_B}
+
+
+def _cache_slots(cache: Cache, cfg: LlamaConfig) -> int:
+  return cache["k"].shape[2] if cfg.scan_layers else cache["k"][0].shape[1]
 
 
 def lm_head_weights(params, cfg: LlamaConfig) -> jax.Array:
