@@ -109,9 +109,10 @@ class MLP(nn.Module):
 def _swiglu_forward(x_BxSxD, gate_DxF, up_DxF, down_FxD):
   g_BxSxF = x_BxSxD @ gate_DxF
   u_BxSxF = x_BxSxD @ up_DxF
-  h_BxSxF = nn.silu(g_BxSxF) * u_BxSxF
+  sig_BxSxF = jax.nn.sigmoid(g_BxSxF)
+  h_BxSxF = g_BxSxF * sig_BxSxF * u_BxSxF
   h_BxSxF = nn.with_logical_constraint(h_BxSxF, ("batch", "length", "mlp"))
-  return h_BxSxF @ down_FxD, (g_BxSxF, u_BxSxF, h_BxSxF)
+  return h_BxSxF @ down_FxD, (g_BxSxF, sig_BxSxF, u_BxSxF, h_BxSxF)
 
 
 @jax.custom_vjp
@@ -123,17 +124,17 @@ def _swiglu(x_BxSxD, gate_DxF, up_DxF, down_FxD):
 
 
 def _swiglu_fwd(x_BxSxD, gate_DxF, up_DxF, down_FxD):
-  y_BxSxD, (g_BxSxF, u_BxSxF, h_BxSxF) = _swiglu_forward(x_BxSxD, gate_DxF, up_DxF, down_FxD)
-  return y_BxSxD, (x_BxSxD, gate_DxF, up_DxF, down_FxD, g_BxSxF, u_BxSxF, h_BxSxF)
+  y_BxSxD, activations = _swiglu_forward(x_BxSxD, gate_DxF, up_DxF, down_FxD)
+  return y_BxSxD, (x_BxSxD, gate_DxF, up_DxF, down_FxD, *activations)
 
 
 def _swiglu_bwd(residuals, dy_BxSxD):
-  x_BxSxD, gate_DxF, up_DxF, down_FxD, g_BxSxF, u_BxSxF, h_BxSxF = residuals
+  x_BxSxD, gate_DxF, up_DxF, down_FxD, g_BxSxF, sig_BxSxF, u_BxSxF, h_BxSxF = residuals
   B, S, D = x_BxSxD.shape
   # B is the leading (batch-sharded) axis, so merging it with S keeps the sharding.
   flat = lambda a: a.reshape(B * S, a.shape[-1])
-  x_NxD, dy_NxD, g_NxF, u_NxF = flat(x_BxSxD), flat(dy_BxSxD), flat(g_BxSxF), flat(u_BxSxF)
-  sig_NxF = jax.nn.sigmoid(g_NxF)
+  x_NxD, dy_NxD, g_NxF, sig_NxF, u_NxF = map(flat, (x_BxSxD, dy_BxSxD, g_BxSxF, sig_BxSxF,
+                                                    u_BxSxF))
   dh_NxF = dy_NxD @ down_FxD.T
   du_NxF = dh_NxF * (g_NxF * sig_NxF)
   dg_NxF = dh_NxF * u_NxF * sig_NxF * (1 + g_NxF * (1 - sig_NxF))  # silu' = σ(1 + g(1 − σ))

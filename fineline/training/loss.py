@@ -55,16 +55,18 @@ def _chunk_terms(x_BxCxD, head_DxV, targets_BxC, scaled_BxC, z_loss, with_grad):
   logits_BxCxV = jnp.einsum("bcd,dv->bcv", x_BxCxD, head_DxV,
                             preferred_element_type=jnp.float32)
   lse_BxC = jax.nn.logsumexp(logits_BxCxV, axis=-1)
-  is_target_BxCxV = jnp.arange(logits_BxCxV.shape[-1])[None, None, :] == targets_BxC[..., None]
-  target_logit_BxC = jnp.sum(jnp.where(is_target_BxCxV, logits_BxCxV, 0.0), axis=-1)
+  # Gathers and a scatter on the targets, never a B×C×V one-hot.
+  target_logit_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
   ce_sum = jnp.sum((lse_BxC - target_logit_BxC) * scaled_BxC)
   z_sum = jnp.sum(jnp.square(lse_BxC) * scaled_BxC)
   if not with_grad:
     return ce_sum, z_sum, None, None
   # d/dlogits of w·(lse − logit_t + z·lse²) = w·(1 + 2z·lse)·softmax − w·onehot.
   coef_BxC = scaled_BxC * (1.0 + 2.0 * z_loss * lse_BxC)
-  dlogits_BxCxV = (jnp.exp(logits_BxCxV - lse_BxC[..., None]) * coef_BxC[..., None]
-                   - jnp.where(is_target_BxCxV, scaled_BxC[..., None], 0.0))
+  dlogits_BxCxV = jnp.exp(logits_BxCxV - lse_BxC[..., None]) * coef_BxC[..., None]
+  B, C = targets_BxC.shape
+  dlogits_BxCxV = dlogits_BxCxV.at[jnp.arange(B)[:, None], jnp.arange(C)[None, :],
+                                   targets_BxC].add(-scaled_BxC, mode="promise_in_bounds")
   dlogits_BxCxV = dlogits_BxCxV.astype(head_DxV.dtype)
   dx_BxCxD = jnp.einsum("bcv,dv->bcd", dlogits_BxCxV, head_DxV,
                         preferred_element_type=jnp.float32)

@@ -94,15 +94,20 @@ def make_train_step(model: llama.Llama, optimizer: optax.GradientTransformation,
     loss, aux, grads = optim.accumulate_gradients(loss_and_grad, params, batch, num_microbatches)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = optimizer.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
-    # A non-finite step leaves params and moments exactly as they were.
-    keep = lambda new, old: jnp.where(finite, new, old)
+
+    def update(params, opt_state):
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
+
+    # A non-finite step leaves params and moments exactly as they were. A branch rather
+    # than a select: the kept state is not read and rewritten once more every step.
+    new_params, opt_state = jax.lax.cond(finite, update, lambda p, o: (p, o),
+                                         params, state["opt_state"])
     bad = (~finite).astype(jnp.int32)
     applied = state["step"] - state["nonfinite_total"]  # updates made so far = optax's count
     new_state = {
-        "params": jax.tree.map(keep, new_params, params),
-        "opt_state": jax.tree.map(keep, opt_state, state["opt_state"]),
+        "params": new_params,
+        "opt_state": opt_state,
         "step": state["step"] + 1,
         "nonfinite_total": state["nonfinite_total"] + bad,
         "nonfinite_streak": (state["nonfinite_streak"] + 1) * bad,
