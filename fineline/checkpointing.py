@@ -13,6 +13,8 @@ iterator position, JSON) beside `params` and `meta`.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -34,7 +36,8 @@ def save_params(path: str, params, cfg: LlamaConfig, *, overwrite: bool = False,
   """Writes params + meta as a checkpoint at `path`. Orbax writes to a temporary directory
   and renames it when complete, so an interrupted save leaves nothing restorable.
   compress=False skips zstd: several times faster to write, needs no buffers beyond the
-  arrays themselves (conversion uses it); either kind reads back the same way."""
+  arrays themselves (conversion uses it); either kind reads back the same way. Leaves may
+  be `PendingArray`s that another thread fills in while the save runs."""
   path = os.path.abspath(path)
   meta = {"format": FORMAT, "model_config": cfg.to_dict(), **meta}
   with _checkpointer(compress=compress) as ckptr:
@@ -84,13 +87,118 @@ def load_params(path: str, *, shardings=None, as_numpy: bool = False,
   return params, cfg.replace(scan_layers=want_scan), meta
 
 
+def iter_params(path: str, groups: list[list[str]]):
+  """Restores a checkpoint's params as host numpy arrays in the unscanned layout, one group
+  of top-level entries (e.g. one layer) at a time, so a consumer can convert and drop each
+  group while the next is read. Yields one dict per group, holding the entries of the group
+  that the checkpoint has; entries named in no group come last as one further dict (only
+  when there are any). A checkpoint with scanned layers is restored whole, then split."""
+  path = os.path.abspath(path)
+  read_meta(path)  # a clear error for anything but a fineline checkpoint
+  with _checkpointer() as ckptr:
+    stored = ckptr.metadata(path).item_metadata["params"]
+    stored = dict(stored.tree if hasattr(stored, "tree") else stored)
+    named = {name for group in groups for name in group}
+    if "layers" in stored:  # scanned: per-layer entries exist only after unstacking
+      params, _, _ = load_params(path, as_numpy=True, scan_layers=False)
+      stored, restore = params, lambda sub: {k: params.pop(k) for k in sub}
+    else:
+      def restore(sub):
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), sub)
+        return ckptr.restore(path, ocp.args.Composite(params=ocp.args.PyTreeRestore(
+            item=sub, restore_args=restore_args, partial_restore=True)))["params"]
+    extra = [name for name in stored if name not in named]
+    for group in [*groups, extra] if extra else groups:
+      sub = {name: stored[name] for name in group if name in stored}
+      yield restore(sub) if sub else {}
+
+
+class PendingArray:
+  """A params leaf whose numpy array another thread is still producing (reading and
+  converting weights): `save_params` starts writing at once and writes each pending
+  leaf as soon as `set` hands over its array, so producing and writing overlap, and drops
+  the array once written, so the model need not be in memory all at once. The checkpoint
+  is the same as one saved from numpy arrays. The producer must `set` or `fail` every
+  pending leaf, or the save never completes; a PendingArray is saved once."""
+
+  def __init__(self, shape, dtype):
+    self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+    self.ndim, self.size = len(self.shape), int(np.prod(self.shape))
+    self._future: concurrent.futures.Future = concurrent.futures.Future()
+
+  def set(self, array: np.ndarray) -> None:
+    if array.shape != self.shape or array.dtype != self.dtype:
+      raise ValueError(f"pending {self.shape} {self.dtype} array set to "
+                       f"{array.shape} {array.dtype}")
+    self._future.set_result(array)
+
+  def fail(self, error: BaseException) -> None:
+    if not self._future.done():
+      self._future.set_exception(error)
+
+
+class _PendingArrayHandler(ocp.type_handlers.NumpyHandler):
+  """Writes a PendingArray exactly as NumpyHandler writes the array it becomes (same
+  typestr, spec and metadata). Orbax writes all leaves concurrently, one `_open_and_write`
+  each, so one leaf waiting here holds up none of the others."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self._waiting = self._writing = 0
+
+  async def _open_and_write(self, value, tspec, ts_context):
+    if not isinstance(value, PendingArray):
+      return await super()._open_and_write(value, tspec, ts_context)
+    self._waiting += 1
+    try:
+      array = await _arrival(value._future)  # pylint: disable=protected-access
+    except BaseException:
+      # Orbax abandons the save at the first error; let the writes under way end first,
+      # so none outlives the save (the producer fails all leaves once one fails).
+      self._waiting -= 1
+      while self._waiting or self._writing:
+        await asyncio.sleep(0.01)
+      raise
+    self._waiting -= 1
+    # Only this write holds the array now: once written, its memory serves later leaves,
+    # so fresh pages (which the kernel must fault in and zero) are rarely needed.
+    value._future = None  # pylint: disable=protected-access
+    self._writing += 1
+    try:
+      await super()._open_and_write(array, tspec, ts_context)
+    finally:
+      self._writing -= 1
+
+
+async def _arrival(future: concurrent.futures.Future):
+  """`future`'s result, awaited without blocking the loop. Unlike asyncio.wrap_future,
+  a result that comes after a failed save has closed the loop is simply dropped."""
+  loop = asyncio.get_running_loop()
+  arrived = loop.create_future()
+
+  def settle():
+    if not arrived.done():
+      arrived.set_result(None)
+
+  def wake(_):
+    try:
+      loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # loop closed: nobody waits any more
+      pass
+
+  future.add_done_callback(wake)
+  await arrived
+  return future.result()
+
+
 def _checkpointer(compress: bool = True) -> ocp.Checkpointer:
   # ocp.Checkpointer saves synchronously, so host arrays need not be deep-copied first
   # (Orbax's default), which would hold a second copy of the model while it is written.
   th = ocp.type_handlers
   registry = th.create_type_handler_registry(*[
       (ty, th.NumpyHandler(deepcopy_host_arrays=False) if ty is np.ndarray
-       else th.get_type_handler(ty)) for ty in th.supported_types()])
+       else th.get_type_handler(ty)) for ty in th.supported_types()],
+      (PendingArray, _PendingArrayHandler(deepcopy_host_arrays=False)))
   return ocp.Checkpointer(ocp.CompositeCheckpointHandler(
       params=ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=compress),
       meta=ocp.JsonCheckpointHandler()))

@@ -1,5 +1,8 @@
 """The checkpoint format: params + meta, either layer layout, dtypes kept, clear errors."""
 
+import os
+import threading
+
 import flax.linen as nn
 import jax
 import ml_dtypes
@@ -50,3 +53,54 @@ def test_bfloat16_is_kept(tmp_path, tiny):
 def test_not_a_checkpoint_is_named(tmp_path):
   with pytest.raises(ValueError, match=f"{tmp_path} is not a fineline checkpoint"):
     checkpointing.read_meta(str(tmp_path))
+
+
+def test_pending_leaves_are_written_as_they_arrive(tmp_path, tiny):
+  cfg, params = tiny
+  leaves, treedef = jax.tree.flatten(params)
+  pending = [checkpointing.PendingArray(x.shape, x.dtype) for x in leaves]
+
+  def fill():  # in reverse, from another thread, while the save runs
+    for leaf, x in reversed(list(zip(pending, leaves))):
+      leaf.set(x)
+
+  thread = threading.Thread(target=fill)
+  thread.start()
+  checkpointing.save_params(str(tmp_path / "p"), jax.tree.unflatten(treedef, pending), cfg)
+  thread.join()
+  checkpointing.save_params(str(tmp_path / "n"), params, cfg)
+  back, _, _ = checkpointing.load_params(str(tmp_path / "p"), as_numpy=True)
+  assert _same(back, params)
+  metadata = [sorted(os.listdir(tmp_path / d / "params")) for d in ("p", "n")]
+  assert metadata[0] == metadata[1]
+  assert ((tmp_path / "p" / "params" / "_METADATA").read_text()
+          == (tmp_path / "n" / "params" / "_METADATA").read_text())
+
+
+def test_a_failed_pending_leaf_fails_the_save_and_leaves_nothing(tmp_path, tiny):
+  cfg, params = tiny
+  leaves, treedef = jax.tree.flatten(params)
+  pending = [checkpointing.PendingArray(x.shape, x.dtype) for x in leaves]
+  for leaf, x in zip(pending[1:], leaves[1:]):
+    leaf.set(x)
+  pending[0].fail(ValueError("shard 2 is truncated"))
+  with pytest.raises(ValueError, match="shard 2 is truncated"):
+    checkpointing.save_params(str(tmp_path / "p"), jax.tree.unflatten(treedef, pending), cfg)
+  assert not os.path.exists(tmp_path / "p")
+  with pytest.raises(ValueError, match="set to"):
+    checkpointing.PendingArray((2, 3), np.float32).set(np.zeros((3, 2), np.float32))
+
+
+@pytest.mark.parametrize("scanned", [False, True])
+def test_iter_params_restores_group_by_group(tmp_path, tiny, scanned):
+  cfg, params = tiny
+  saved = llama.scan_layers(params, cfg.num_layers) if scanned else params
+  path = str(tmp_path / "c")
+  checkpointing.save_params(path, saved, cfg.replace(scan_layers=scanned))
+  groups = [["embedding"], ["layers_1", "layers_0"], ["no_such_entry"]]
+  got = list(checkpointing.iter_params(path, groups))
+  assert [sorted(g) for g in got[:3]] == [["embedding"], ["layers_0", "layers_1"], []]
+  assert _same(got[0], {"embedding": params["embedding"]})
+  assert _same(got[1], {"layers_0": params["layers_0"], "layers_1": params["layers_1"]})
+  rest = {k: v for k, v in params.items() if k not in ("embedding", "layers_0", "layers_1")}
+  assert len(got) == 4 and _same(got[3], rest)  # entries in no group come last

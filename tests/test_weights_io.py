@@ -110,3 +110,23 @@ def test_prefetched_keeps_order_surfaces_errors_and_stops():
   assert next(items) == 0
   items.close()  # the consumer stops early: the reader thread must end too
   assert not any(t.name == "weights-prefetch" for t in threading.enumerate())
+
+
+def test_shards_are_even_and_no_more_than_needed(tmp_path):
+  planned = [(f"t{i}", 10) for i in range(10)]
+  with weights_io.ShardedSafetensorsWriter(str(tmp_path), planned, 80) as writer:
+    assert [len(g) for g in writer.groups] == [5, 5]  # not 8 + 2
+  with weights_io.ShardedSafetensorsWriter(str(tmp_path), planned, 1000) as writer:
+    assert [len(g) for g in writer.groups] == [10]
+
+
+def test_tensor_specs_come_from_the_headers(tmp_path):
+  tensors = _tensors()
+  save_file(tensors, tmp_path / "model.safetensors")
+  specs = weights_io.WeightFiles(str(tmp_path)).tensor_specs()
+  assert specs == {"a.bf16": (np.dtype(ml_dtypes.bfloat16), (5, 7)),
+                   "b.fp32": (np.dtype(np.float32), (3, 4, 2)),
+                   "c.fp16": (np.dtype(np.float16), (6,))}
+  os.remove(tmp_path / "model.safetensors")
+  torch.save(tensors, tmp_path / "pytorch_model.bin")
+  assert weights_io.WeightFiles(str(tmp_path)).tensor_specs() is None

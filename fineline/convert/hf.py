@@ -17,23 +17,30 @@ interleaved pairs; converters from those permute q/k rows, converters from HF mu
 
 Conversions stream tensor by tensor, so peak memory stays near one copy of the model, and
 write into a staging directory beside the output that is renamed into place only when
-complete: on any error nothing is left at the output path.
+complete: on any error nothing is left at the output path. Reading, transposing and writing
+overlap: an import hands Orbax the checkpoint's tree of `PendingArray`s up front and fills
+them in as safetensors are read; an export restores the checkpoint a layer at a time in a
+background thread and writes each complete safetensors shard in another.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import itertools
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 
 import numpy as np
 from tqdm import tqdm
 
 from fineline import checkpointing
 from fineline.convert import weights_io
+from fineline.convert.transpose import transpose
 from fineline.models import presets
 from fineline.models.config import LlamaConfig
 
@@ -95,18 +102,6 @@ def to_hf(x: np.ndarray, kind: str) -> np.ndarray:
   raise ValueError(kind)
 
 
-def transpose(w_AxB: np.ndarray, tile: int = 128) -> np.ndarray:
-  """A contiguous B×A copy, tile by tile: a plain strided copy of a large matrix misses the
-  cache on nearly every element and is several times slower. Moves raw bits (unsigned
-  integers of the same width), so bfloat16 needs no numpy arithmetic support."""
-  bits = w_AxB.view(f"u{w_AxB.dtype.itemsize}")
-  out_BxA = np.empty(bits.shape[::-1], bits.dtype)
-  for i in range(0, bits.shape[0], tile):
-    for j in range(0, bits.shape[1], tile):
-      out_BxA[j:j + tile, i:i + tile] = bits[i:i + tile, j:j + tile].T
-  return out_BxA.view(w_AxB.dtype)
-
-
 def read_hf_config(directory: str) -> tuple[dict, LlamaConfig]:
   path = os.path.join(directory, "config.json")
   if not os.path.isfile(path):
@@ -139,6 +134,15 @@ def load_hf_checkpoint(directory: str, dtype: str | None = None):
 def _read_params(directory: str, cfg: LlamaConfig, dtype):
   files = weights_io.WeightFiles(directory)
   layout = tensor_layout(cfg)
+  params: dict = {}
+  for path, x in _converted(directory, files, layout, cfg, dtype):
+    _set(params, path, x)
+  param_dtype = weights_io.dtype_name(params["embedding"].dtype)
+  return params, cfg.replace(param_dtype=param_dtype)
+
+
+def _check_names(directory: str, files: weights_io.WeightFiles, layout, cfg: LlamaConfig):
+  """name → file of the weights, once they are known to be the ones config.json implies."""
   available = files.tensor_names()
   tied_head = cfg.tie_embeddings and "lm_head.weight" in available
   missing = [n for n in layout if n not in available]
@@ -153,43 +157,98 @@ def _read_params(directory: str, cfg: LlamaConfig, dtype):
     raise ValueError(f"{directory}: weights do not match config.json "
                      f"({cfg.num_layers} layers, tie_word_embeddings={cfg.tie_embeddings}): "
                      + "; ".join(parts))
-  params: dict = {}
-  head_of_tied = None
+  return available
+
+
+def _converted(directory: str, files: weights_io.WeightFiles, layout, cfg: LlamaConfig, dtype):
+  """(fineline path, array) for every tensor, read in a background thread and converted
+  here, the embedding last: a tied model's lm_head.weight must equal it first."""
+  available = _check_names(directory, files, layout, cfg)
+  tied_head = cfg.tie_embeddings and "lm_head.weight" in available
+  embedding = head_of_tied = None
   progress = tqdm(total=len(layout), desc="reading HF weights", unit="tensor",
                   disable=len(layout) <= _PROGRESS_MIN_TENSORS)
-  with progress:
-    wanted = lambda n: n in layout or (tied_head and n == "lm_head.weight")
-    for name, w in weights_io.prefetched(files.iter_tensors(wanted=wanted)):
+  wanted = lambda n: n in layout or (tied_head and n == "lm_head.weight")
+  with progress, contextlib.closing(weights_io.prefetched(files.iter_tensors(wanted))) as tensors:
+    for name, w in tensors:
       if name not in layout:  # lm_head of a tied model: must be the embedding itself
         head_of_tied = w
         continue
       path, shape, kind = layout[name]
-      if tuple(w.shape) != shape:
-        raise ValueError(f"{files.path(available[name])}: tensor {name!r} has shape "
-                         f"{tuple(w.shape)}, expected {shape} from config.json")
+      _check_shape(files, available, name, w.shape, shape)
       if dtype is not None and w.dtype != dtype:
         w = w.astype(dtype)
-      _set(params, path, to_fineline(w, kind, cfg))
+      if path == ("embedding",):
+        embedding = w
+      else:
+        yield path, to_fineline(w, kind, cfg)
       del w
       progress.update()
-  if head_of_tied is not None and not np.array_equal(
-      head_of_tied.astype(params["embedding"].dtype), params["embedding"]):
+  if head_of_tied is not None and not np.array_equal(head_of_tied.astype(embedding.dtype),
+                                                     embedding):
     raise ValueError(f"{directory}: config.json ties the embeddings but lm_head.weight differs "
                      "from model.embed_tokens.weight")
-  param_dtype = weights_io.dtype_name(params["embedding"].dtype)
-  return params, cfg.replace(param_dtype=param_dtype)
+  yield ("embedding",), embedding
 
 
+def _check_shape(files, available, name, got, want) -> None:
+  if tuple(got) != want:
+    raise ValueError(f"{files.path(available[name])}: tensor {name!r} has shape "
+                     f"{tuple(got)}, expected {want} from config.json")
+
+
+def _fineline_shape(hf_shape: tuple[int, ...], kind: str, cfg: LlamaConfig) -> tuple[int, ...]:
+  """The shape `to_fineline` gives a tensor of `hf_shape`."""
+  if kind == "same":
+    return hf_shape
+  (rows, cols), Dh = hf_shape, cfg.resolved_head_dim
+  return {"transpose": (cols, rows), "in_heads": (cols, rows // Dh, Dh),
+          "heads_out": (cols // Dh, Dh, rows)}[kind]
+
+
+@contextlib.contextmanager
+def _gc_paused():
+  """Python's cycle collector keeps rescanning the many objects that jax and Orbax hold
+  (a twentieth of a conversion's time), and a conversion leaves no cycles to collect."""
+  enabled = gc.isenabled()
+  gc.disable()
+  try:
+    yield
+  finally:
+    if enabled:
+      gc.enable()
+
+
+@_gc_paused()
 def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
               overwrite: bool = False) -> LlamaConfig:
   """Converts an HF LLaMA directory into a fineline checkpoint (params, meta, tokenizer/)."""
   _check_output(out_ckpt, overwrite)
-  weights_io.return_freed_memory_promptly()
+  weights_io.reuse_freed_memory()
   _, cfg = read_hf_config(src_dir)
-  params, cfg = _read_params(src_dir, cfg, weights_io.as_dtype(dtype))
+  cast = weights_io.as_dtype(dtype)
+  files = weights_io.WeightFiles(src_dir)
+  layout = tensor_layout(cfg)
+  specs = files.tensor_specs()
+  source = {"hf_dir": os.path.abspath(src_dir)}
+  if specs is None:  # PyTorch .bin: dtypes are known only once read
+    params, cfg = _read_params(src_dir, cfg, cast)
+  else:  # the checkpoint is written while the weights are still being read
+    available = _check_names(src_dir, files, layout, cfg)
+    params = {}
+    for name, (path, shape, kind) in layout.items():
+      _check_shape(files, available, name, specs[name][1], shape)
+      _set(params, path, checkpointing.PendingArray(_fineline_shape(shape, kind, cfg),
+                                                    cast or specs[name][0]))
+    cfg = cfg.replace(param_dtype=weights_io.dtype_name(params["embedding"].dtype))
   with _staged_output(out_ckpt, overwrite) as staging:
-    checkpointing.save_params(staging, params, cfg, step=0, tokens=0, compress=False,
-                              source={"hf_dir": os.path.abspath(src_dir)})
+    if specs is None:
+      checkpointing.save_params(staging, params, cfg, step=0, tokens=0, compress=False,
+                                source=source)
+    else:
+      with _filling(params, _converted(src_dir, files, layout, cfg, cast)) as params:
+        checkpointing.save_params(staging, params, cfg, step=0, tokens=0, compress=False,
+                                  source=source)
     del params
     tokenizer_files = _tokenizer_files(src_dir)
     if tokenizer_files:
@@ -199,35 +258,82 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
   return cfg
 
 
+@contextlib.contextmanager
+def _filling(pending_tree: dict, arrays):
+  """Sets the PendingArray leaves of `pending_tree` from `arrays` ((path, array) pairs) in a
+  background thread while the block runs; an error there is the block's error."""
+  pending = dict(_leaf_items(pending_tree))
+  errors: list[BaseException] = []
+  stop = threading.Event()
+
+  def fill():
+    try:
+      with contextlib.closing(arrays):
+        for path, array in arrays:
+          if stop.is_set():
+            return
+          pending["/".join(path)].set(array)
+          del array
+    except BaseException as e:  # pylint: disable=broad-except
+      errors.append(e)
+    finally:  # nothing may wait forever on a leaf that will never come
+      for leaf in pending.values():
+        leaf.fail(errors[0] if errors else RuntimeError("weights ended early"))
+
+  thread = threading.Thread(target=fill, name="hf-import", daemon=True)
+  thread.start()
+  try:
+    yield pending_tree
+  except BaseException:
+    stop.set()
+    thread.join()
+    if errors:
+      raise errors[0] from None
+    raise
+  thread.join()
+  if errors:
+    raise errors[0]
+
+
+@_gc_paused()
 def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool = False,
               max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> LlamaConfig:
   """Writes a fineline checkpoint as an HF LLaMA directory: config.json,
   generation_config.json, safetensors shards + index, tokenizer files when known."""
   _check_output(out_dir, overwrite)
-  weights_io.return_freed_memory_promptly()
-  params, cfg, _ = checkpointing.load_params(ckpt, as_numpy=True, scan_layers=False)
+  weights_io.reuse_freed_memory()
+  cfg = LlamaConfig.from_dict(checkpointing.read_meta(ckpt)["model_config"])
   cast = weights_io.as_dtype(dtype)
   layout = tensor_layout(cfg)
-  out_dtype = cast or params["embedding"].dtype
-  planned = [(name, int(np.prod(shape)) * np.dtype(out_dtype).itemsize)
-             for name, (_, shape, _) in layout.items()]
-  with _staged_output(out_dir, overwrite) as staging:
+  by_entry: dict[str, list] = {}  # top-level parameter entry → its HF tensors, in HF order
+  for name, (path, shape, kind) in layout.items():
+    by_entry.setdefault(path[0], []).append((name, path, shape, kind))
+  # Entry by entry (a layer at a time): the checkpoint is read in a background thread
+  # while the previous entry is transposed and a complete shard is written in another.
+  entries = weights_io.prefetched(checkpointing.iter_params(ckpt, [[e] for e in by_entry]))
+  with _staged_output(out_dir, overwrite) as staging, contextlib.closing(entries):
     os.makedirs(staging)
-    with weights_io.ShardedSafetensorsWriter(staging, planned, max_shard_bytes) as writer:
-      for name, (path, shape, kind) in tqdm(layout.items(), desc="writing HF weights",
-                                            unit="tensor",
-                                            disable=len(layout) <= _PROGRESS_MIN_TENSORS):
-        x = _pop(params, path, ckpt)  # dropped from the tree: the shard writer now owns it
-        w = to_hf(x if cast is None else x.astype(cast), kind)
-        del x
-        if tuple(w.shape) != shape:
-          raise ValueError(f"{ckpt}: parameter {'/'.join(path)} gives {name!r} of shape "
-                           f"{tuple(w.shape)}, expected {shape} from its model_config")
-        writer.add(name, w)
-        del w
-      leftover = list(_leaf_paths(params))
-      if leftover:
-        raise ValueError(f"{ckpt}: parameters with no Hugging Face counterpart: {leftover}")
+    first = next(entries)
+    out_dtype = cast or _pop(first, ("embedding",), ckpt, keep=True).dtype
+    planned = [(name, int(np.prod(shape)) * np.dtype(out_dtype).itemsize)
+               for name, (_, shape, _) in layout.items()]
+    progress = tqdm(total=len(layout), desc="writing HF weights", unit="tensor",
+                    disable=len(layout) <= _PROGRESS_MIN_TENSORS)
+    with progress, weights_io.ShardedSafetensorsWriter(staging, planned, max_shard_bytes) as writer:
+      for tensors, params in zip([*by_entry.values(), []], itertools.chain([first], entries)):
+        for name, path, shape, kind in tensors:
+          x = _pop(params, path, ckpt)  # dropped from the tree: the shard writer now owns it
+          w = to_hf(x if cast is None else x.astype(cast), kind)
+          del x
+          if tuple(w.shape) != shape:
+            raise ValueError(f"{ckpt}: parameter {'/'.join(path)} gives {name!r} of shape "
+                             f"{tuple(w.shape)}, expected {shape} from its model_config")
+          writer.add(name, w)
+          del w
+          progress.update()
+        leftover = list(_leaf_paths(params))
+        if leftover:
+          raise ValueError(f"{ckpt}: parameters with no Hugging Face counterpart: {leftover}")
       writer.close()
     hf_config = presets.to_hf_config(cfg, torch_dtype=weights_io.dtype_name(out_dtype))
     _write_json(os.path.join(staging, "config.json"), hf_config)
@@ -284,21 +390,25 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
   tree[path[-1]] = value
 
 
-def _pop(tree: dict, path: tuple[str, ...], ckpt: str):
+def _pop(tree: dict, path: tuple[str, ...], ckpt: str, keep: bool = False):
   try:
     for key in path[:-1]:
       tree = tree[key]
-    return np.asarray(tree.pop(path[-1]))
+    return np.asarray(tree[path[-1]] if keep else tree.pop(path[-1]))
   except KeyError:
     raise ValueError(f"{ckpt}: checkpoint has no parameter {'/'.join(path)}") from None
 
 
-def _leaf_paths(tree, prefix=""):
+def _leaf_items(tree, prefix=""):
   for key, value in tree.items():
     if isinstance(value, dict):
-      yield from _leaf_paths(value, f"{prefix}{key}/")
+      yield from _leaf_items(value, f"{prefix}{key}/")
     else:
-      yield prefix + key
+      yield prefix + key, value
+
+
+def _leaf_paths(tree):
+  return [path for path, _ in _leaf_items(tree)]
 
 
 def _few(names: list[str], n: int = 4) -> str:

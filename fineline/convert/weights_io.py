@@ -105,6 +105,16 @@ class WeightFiles:
         names[name] = fname
     return names
 
+  def tensor_specs(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]] | None:
+    """name → (dtype, shape) from the safetensors headers, without reading any tensor;
+    None for PyTorch `.bin` files, which tell only once loaded."""
+    if self.kind != "safetensors":
+      return None
+    specs = {}
+    for fname in self.files:
+      specs.update(_safetensors_specs(self.path(fname)))
+    return specs
+
   def iter_tensors(self, wanted=None) -> Iterator[tuple[str, np.ndarray]]:
     """(name, array) for every tensor, file by file; `wanted(name)` False skips a tensor
     without reading it."""
@@ -125,25 +135,35 @@ def _safetensors_keys(path: str) -> list[str]:
     raise ValueError(f"{path}: unreadable safetensors file ({_brief(e)})") from e
 
 
+def _safetensors_specs(path: str) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+  """name → (dtype, shape), in the file's order, read and validated by safetensors."""
+  from safetensors import safe_open
+  try:
+    with safe_open(path, framework="numpy") as f:
+      stored = {name: (f.get_slice(name).get_dtype(), f.get_slice(name).get_shape())
+                for name in f.keys()}
+  except Exception as e:
+    raise ValueError(f"{path}: unreadable safetensors file ({_brief(e)})") from e
+  specs = {}
+  for name, (st_dtype, shape) in stored.items():
+    if st_dtype not in _FROM_ST:
+      raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {st_dtype}")
+    specs[name] = (_FROM_ST[st_dtype], tuple(shape))
+  return specs
+
+
 def _iter_safetensors(path, wanted):
   """safetensors' own reader validates the file; the bytes are then read with plain file
   reads at the header's offsets rather than through its memory map, whose touched pages
   would count towards the process's memory until the whole file is closed."""
-  from safetensors import safe_open
-  try:
-    with safe_open(path, framework="numpy") as f:
-      specs = {name: (f.get_slice(name).get_dtype(), f.get_slice(name).get_shape())
-               for name in f.keys()}
-  except Exception as e:
-    raise ValueError(f"{path}: unreadable safetensors file ({_brief(e)})") from e
+  specs = _safetensors_specs(path)
   with open(path, "rb") as f:
     header_len = int.from_bytes(f.read(8), "little")
     offsets = {name: entry["data_offsets"] for name, entry in json.loads(f.read(header_len)).items()
                if name != "__metadata__"}
-    for name, (st_dtype, shape) in specs.items():
+    for name, (dtype, shape) in specs.items():
       if wanted is not None and not wanted(name):
         continue
-      dtype = _FROM_ST[st_dtype]
       begin, end = offsets[name]
       count = (end - begin) // dtype.itemsize
       array = np.fromfile(f, dtype=dtype, count=count, offset=8 + header_len + begin - f.tell())
@@ -203,19 +223,29 @@ def torch_to_numpy(tensor) -> np.ndarray:
   return tensor.numpy().copy()
 
 
-def return_freed_memory_promptly() -> None:
-  """Has glibc serve allocations of 1 MiB and more with their own memory maps.
+def reuse_freed_memory() -> None:
+  """Has glibc keep freed tensors' memory for the next tensors instead of returning it.
 
-  A conversion frees each tensor right after allocating its converted copy; glibc's default
-  adaptive threshold serves such tensors (up to 32 MiB) from the heap, which keeps freed
-  ones resident and fragmented, adding a large fraction of the model to peak memory.
+  Every tensor a conversion reads, transposes or restores lands in a fresh buffer
+  (tensorstore even reads each array through a temporary buffer of its size). Memory that
+  is new to the process costs the kernel a page fault and a zeroed page per 4 KiB, which
+  took a quarter of a conversion's CPU time. Tensors are freed as soon as they are
+  converted and the next ones are of the same sizes, so reusing their memory keeps peak
+  memory near one copy of the model:
+    M_ARENA_MAX 1            reader, writer and tensorstore threads share one arena, so
+                             what one thread frees serves another
+    M_MMAP_THRESHOLD 256 MiB tensors come from that arena rather than from memory maps of
+                             their own, which are unmapped on free
+    M_TRIM_THRESHOLD 1 GiB   freed memory at the arena's top stays for reuse
   No effect off glibc.
   """
   import ctypes
   import ctypes.util
   try:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    libc.mallopt(-8, 1)  # M_ARENA_MAX
+    libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
   except (OSError, AttributeError):
     pass
 
@@ -225,18 +255,19 @@ class ShardedSafetensorsWriter:
   `max_shard_bytes` each (a single `model.safetensors` when one suffices) plus
   `model.safetensors.index.json`. Tensors are written shard by shard in the order given and
   dropped once on disk; the shard count comes from `planned_bytes`, so file names are final
-  when written."""
+  when written. Tensors are spread evenly over as many shards as `max_shard_bytes` needs,
+  so the first shards are complete, and written in the background, early in an export."""
 
   def __init__(self, out_dir: str, planned: list[tuple[str, int]], max_shard_bytes: int):
     self.out_dir = out_dir
-    self.groups: list[list[str]] = [[]]
-    size = 0
-    for name, nbytes in planned:
-      if self.groups[-1] and size + nbytes > max_shard_bytes:
-        self.groups.append([])
-        size = 0
-      self.groups[-1].append(name)
-      size += nbytes
+    self.groups = _fill_shards(planned, max_shard_bytes)
+    total = sum(nbytes for _, nbytes in planned)
+    for step in range(20):  # the smallest even limit that needs no more shards
+      limit = min(max_shard_bytes, -(-total * (20 + step) // (20 * len(self.groups))))
+      even = _fill_shards(planned, limit)
+      if len(even) == len(self.groups):
+        self.groups = even
+        break
     n = len(self.groups)
     self.file_of = {name: (SAFETENSORS_SINGLE if n == 1 else
                            f"model-{i + 1:05d}-of-{n:05d}.safetensors")
@@ -300,6 +331,19 @@ class ShardedSafetensorsWriter:
                "weight_map": dict(sorted(self.file_of.items()))}
       with open(os.path.join(self.out_dir, SAFETENSORS_INDEX), "w") as f:
         json.dump(index, f, indent=2)
+
+
+def _fill_shards(planned: list[tuple[str, int]], max_shard_bytes: int) -> list[list[str]]:
+  """Names in order, a new shard whenever the next tensor would overflow this one."""
+  groups: list[list[str]] = [[]]
+  size = 0
+  for name, nbytes in planned:
+    if groups[-1] and size + nbytes > max_shard_bytes:
+      groups.append([])
+      size = 0
+    groups[-1].append(name)
+    size += nbytes
+  return groups
 
 
 def prefetched(items: Iterator, depth: int = 2) -> Iterator:
