@@ -81,11 +81,20 @@ LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
 
 
 @pytest.mark.parametrize("scaling", [None, LLAMA3_SCALING], ids=["default", "llama3"])
-def test_constant_rope_tables_equal_the_traced_ones(scaling):
-  cfg = dataclasses.replace(presets.get_preset("tiny"), rope_theta=500000.0, rope_scaling=scaling)
-  S = 64
-  const = attention.rope_tables(None, S, cfg, jnp.float32)
-  traced = jax.jit(lambda p: attention.rope_tables(p, S, cfg, jnp.float32))(
-      jnp.arange(S)[None, :])
-  for a, b in zip(const, traced):
-    np.testing.assert_allclose(a, b, atol=1e-5)
+def test_rope_tables_hold_the_rotation_angles_of_each_position(scaling):
+  cfg = dataclasses.replace(presets.get_preset("tiny"), rope_theta=500000.0, rope_scaling=scaling,
+                            max_length=64)
+  inv_freq = attention.rope_inv_freq(cfg).astype(np.float64)
+  expected = lambda pos: np.cos(np.concatenate([pos[..., None] * inv_freq] * 2, axis=-1))
+  cos_1xSx1xDh, _ = attention.rope_tables(None, 48, cfg, jnp.float32)
+  np.testing.assert_allclose(cos_1xSx1xDh[:, :, 0], expected(np.arange(48.0))[None], atol=2e-5)
+  positions_BxS = np.array([[0, 1, 2, 3], [30, 31, 32, 33], [62, 63, 64, 90]])
+  cos_BxSx1xDh, _ = jax.jit(lambda p: attention.rope_tables(p, 4, cfg, jnp.float32))(
+      jnp.asarray(positions_BxS))
+  # Positions past the model's length read its last row.
+  np.testing.assert_allclose(cos_BxSx1xDh[:, :, 0], expected(np.minimum(positions_BxS, 63.0)),
+                             atol=2e-5)
+  long_cfg = dataclasses.replace(cfg, max_length=1 << 20)  # tables computed in the program
+  cos_BxSx1xDh, _ = jax.jit(lambda p: attention.rope_tables(p, 4, long_cfg, jnp.float32))(
+      jnp.asarray(positions_BxS))
+  np.testing.assert_allclose(cos_BxSx1xDh[:, :, 0], expected(positions_BxS), atol=2e-5)

@@ -21,6 +21,9 @@ import numpy as np
 
 from fineline.models.config import LlamaConfig
 
+# Longest context whose rotary tables are embedded in the program (8 MiB at Dh = 128).
+_MAX_CONSTANT_POSITIONS = 8192
+
 
 def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
   """The Dh/2 rotary frequencies (float32), with llama3 scaling when the config has it."""
@@ -42,17 +45,28 @@ def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
 def rope_tables(positions_BxS, seq_len: int, cfg: LlamaConfig, dtype):
   """(cos, sin), each B×S×1×Dh (1×S×1×Dh for positions 0 … S − 1), in HF's half-split layout.
 
-  `positions_BxS=None` means positions 0 … seq_len − 1 (training and scoring): the tables
-  are then compile-time constants; XLA otherwise recomputes the sines and cosines in every
-  fusion that reads them, once per layer and per use.
+  The tables are compile-time constants, gathered at `positions_BxS` when given (positions
+  past `cfg.max_length` read its last row: the model has no use for them). Computed from
+  traced positions instead, XLA recomputes the sines and cosines in every fusion that
+  reads them, once per layer and per use; only contexts too long to embed do that.
   """
   if positions_BxS is None:
-    angles_SxHalf = np.arange(seq_len, dtype=np.float32)[:, None] * rope_inv_freq(cfg)[None, :]
-    angles_1xSx1xDh = np.concatenate([angles_SxHalf, angles_SxHalf], axis=-1)[None, :, None, :]
-    return (jnp.asarray(np.cos(angles_1xSx1xDh), dtype), jnp.asarray(np.sin(angles_1xSx1xDh), dtype))
-  angles_BxSxHalf = positions_BxS[..., None].astype(jnp.float32) * rope_inv_freq(cfg)
-  angles_BxSx1xDh = jnp.concatenate([angles_BxSxHalf, angles_BxSxHalf], axis=-1)[:, :, None, :]
-  return jnp.cos(angles_BxSx1xDh).astype(dtype), jnp.sin(angles_BxSx1xDh).astype(dtype)
+    cos_SxDh, sin_SxDh = _rope_table(cfg, np.arange(seq_len, dtype=np.float32))
+    return (jnp.asarray(cos_SxDh[None, :, None, :], dtype),
+            jnp.asarray(sin_SxDh[None, :, None, :], dtype))
+  if cfg.max_length > _MAX_CONSTANT_POSITIONS:  # too large to embed in the program
+    cos_BxSxDh, sin_BxSxDh = _rope_table(cfg, positions_BxS.astype(jnp.float32), jnp)
+    return cos_BxSxDh[:, :, None, :].astype(dtype), sin_BxSxDh[:, :, None, :].astype(dtype)
+  cos_PxDh, sin_PxDh = _rope_table(cfg, np.arange(cfg.max_length, dtype=np.float32))
+  gather = lambda table: jnp.take(jnp.asarray(table, dtype), positions_BxS, axis=0,
+                                  mode="clip")[:, :, None, :]
+  return gather(cos_PxDh), gather(sin_PxDh)
+
+
+def _rope_table(cfg: LlamaConfig, positions, xp=np):
+  angles_xHalf = positions[..., None] * rope_inv_freq(cfg)
+  angles_xDh = xp.concatenate([angles_xHalf, angles_xHalf], axis=-1)
+  return xp.cos(angles_xDh), xp.sin(angles_xDh)
 
 
 def apply_rope(x_BxSxNxDh, rope):
