@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fineline.evaluation import requests
+from fineline.evaluation import scorer as scorer_lib
 from fineline.evaluation.requests import Generate
 from fineline.evaluation.scorer import Scorer, bucket
 from fineline.models import llama, presets
@@ -88,14 +89,28 @@ def test_bucket_pads_to_few_sizes():
 
 def test_loglikelihood_matches_full_forward(params):
   pairs = make_pairs(params)
-  # batch 4 → several windows, several prefill batches per window, rows split over batches;
-  # max_length 40 → the 51-token contexts lose tokens on the left.
-  scorer = Scorer(CFG, params, CharVocab(), batch_size=4, max_length=40)
+  # batch 1 → several calls of one row, each packing several groups; max_length 40 → the
+  # 51-token contexts lose tokens on the left.
+  scorer = Scorer(CFG, params, CharVocab(), batch_size=1, max_length=40)
   ours = scorer.loglikelihood_tokens(pairs)
   theirs = reference_scores(params, pairs, max_length=40)
   np.testing.assert_allclose([o[0] for o in ours], [t[0] for t in theirs], atol=1e-4, rtol=0)
   assert [o[1] for o in ours] == [t[1] for t in theirs]
   assert any(t[1] for t in theirs) and not all(t[1] for t in theirs)
+
+
+def test_many_targets_span_several_head_chunks(params, monkeypatch):
+  pairs = make_pairs(params, seed=2) + make_pairs(params, seed=3)
+  default = Scorer(CFG, params, CharVocab(), batch_size=2).loglikelihood_tokens(pairs)
+  # Three rows at batch 2: a call of two rows and one of one. Chunks of 16 targets: several
+  # loop steps per call, the last one partly padding.
+  monkeypatch.setattr(scorer_lib, "_HEAD_CHUNK", 16)
+  chunked = Scorer(CFG, params, CharVocab(), batch_size=2).loglikelihood_tokens(pairs)
+  theirs = reference_scores(params, pairs, max_length=CFG.max_length)
+  assert sum(len(x) for _, x in pairs) > 3 * 16
+  for ours in (default, chunked):
+    np.testing.assert_allclose([o[0] for o in ours], [t[0] for t in theirs], atol=1e-4, rtol=0)
+    assert [o[1] for o in ours] == [t[1] for t in theirs]
 
 
 def test_scanned_layers_give_the_same_scores(params):

@@ -1,17 +1,18 @@
 """Batched log-likelihood scoring and greedy generation on the (possibly sharded) model.
 
 Scores equal lm-evaluation-harness's (tokenisation in `requests`); the work is arranged for
-speed:
-- requests with the same context share one forward pass over it: the context fills a KV
-  cache, whose rows are then gathered once per continuation, and the continuations attend
-  to it at each row's own offset instead of recomputing the context per choice;
-- the LM head and log-softmax run on continuation positions only (the context pass's
-  logits are dead code that XLA drops), and only per-request sums and greedy flags leave
-  the device;
-- batches are sorted by length and padded to a few static shapes (`bucket`), so each
-  jitted function compiles a bounded number of times.
+speed (`packing`):
+- requests with the same context share one pass over it: a row holds the context and then
+  each continuation (but its last token), every continuation seeing only the context and
+  itself, and the context's last position predicts every continuation's first token;
+- several such groups share a row, so rows are padded only at their ends, and rows come in
+  a few lengths, so each shape compiles once;
+- the LM head and log-softmax run only at the positions whose log-probabilities are read,
+  and only those leave the device; the next call is dispatched before the previous
+  result is read.
 With a `mesh`, batches are split over its data axes and the parameters stay where they
 are (the training shardings), so scoring runs on the live train state.
+Generation (`generate`) prefills a KV cache and decodes from it.
 """
 
 from __future__ import annotations
@@ -21,34 +22,31 @@ import functools
 import json
 import typing
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
 from fineline.evaluation import generate as generate_lib
+from fineline.evaluation import packing
 from fineline.evaluation import requests as requests_lib
 from fineline.models import llama
 from fineline.models.config import LlamaConfig
 
 Loglikelihood = requests_lib.Loglikelihood
 Generate = requests_lib.Generate
+bucket = packing.bucket
 
-# Padded tokens per prefill or scoring call: bounds the activations and B×S×V logits.
-_TOKENS_PER_CALL = 2048
-# Batches of requests whose contexts are prefilled together before their continuations
-# are re-sorted by length: more pack tighter, at the cost of a larger cache.
-_WINDOW_BATCHES = 4
-
-
-def bucket(n: int, minimum: int = 16) -> int:
-  """The padded size for `n`: the next of minimum·{1, 1.5, 2, 3, 4, 6, 8, …} at or above
-  n (at most a third wasted; every distinct shape is a compile)."""
-  size = minimum
-  while size < n:
-    size = size * 3 // 2 if size & (size - 1) == 0 and size >= 2 else (
-        size * 4 // 3 if size >= 2 else 2)
-  return size
+# Tokens of a group (a context and its continuations) before it is split, its context
+# repeated: the most a row must hold when no single request is longer.
+_MAX_PIECE = 1024
+# Targets whose log-softmax is computed at once (times the data-parallel size): bounds the
+# chunk×V logits, which stay in cache.
+_HEAD_CHUNK = 256
+# The shortest scoring row: groups shorter than this share rows. Longer rows waste less at
+# their ends but attend over more keys. A call holds `batch_size` such rows' worth of tokens.
+_MIN_ROW = 256
 
 
 class Scorer:
@@ -131,84 +129,50 @@ class Scorer:
       keep = self.max_length + 1 - len(continuation)
       groups.setdefault(tuple(context[-keep:]), []).append(i)
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
-    if not pairs:
-      return results
-    # One cache size per call: prefill then compiles once per context shape and scoring
-    # once per continuation shape, not once per combination.
-    slots = (bucket(max(len(c) for c in groups) - 1, 16)
-             + bucket(max(len(c) for _, c in pairs), 8))
     bar = tqdm.tqdm(total=len(pairs), desc="loglikelihood", disable=not progress)
-    for window in self._windows(groups, slots):
-      for i, result in self._score_window(window, pairs, slots):
-        results[i] = result
-      bar.update(sum(len(idx) for _, idx in window))
+    pending = None
+    pieces = packing.pieces(groups, pairs, _MAX_PIECE)
+    chunk = _HEAD_CHUNK * self._row_multiple
+    for row_len, all_rows in packing.batches(pieces, _MIN_ROW, self._rows_per_call):
+      for rows in self._calls(all_rows):
+        num_rows = self._rows(len(rows))
+        arrays, num_targets, entries = packing.layout(rows, pairs, num_rows, row_len,
+                                                      -(-num_rows * row_len // chunk) * chunk)
+        with self._activation_rules():
+          outputs = self.fns.score(self.params, *(self._put(a) for a in arrays[:4]),
+                                   *(self._put(a, split=False) for a in arrays[4:]),
+                                   jnp.int32(-(-num_targets // chunk)), chunk)
+        if pending is not None:  # read the previous call's results while this one runs
+          self._collect(*pending, results, bar)
+        pending = outputs, entries
+    if pending is not None:
+      self._collect(*pending, results, bar)
     bar.close()
     return results
 
   # ---- internals (also used by generation) ---------------------------------------------
 
-  def _windows(self, groups, slots):
-    """Runs of (context, [request indices]), longest contexts first, of at most
-    `_WINDOW_BATCHES` batches of rows and a bounded cache. Within a window, contexts are
-    prefilled in length order and continuations scored in length order, so both are
-    padded tightly."""
-    windows, current, rows = [], [], 0
-    limit = _WINDOW_BATCHES * self.batch_size
-    max_contexts = max(1, limit * 256 // slots)
-    for context, idx in sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[1][0])):
-      for start in range(0, len(idx), limit):
-        piece = idx[start:start + limit]
-        if current and (rows + len(piece) > limit or len(current) == max_contexts):
-          windows.append(current)
-          current, rows = [], 0
-        current.append((context, piece))
-        rows += len(piece)
-    if current:
-      windows.append(current)
-    return windows
+  def _rows_per_call(self, row_len: int) -> int:
+    """Rows of one scoring call: a power of two within `batch_size` × `_MIN_ROW` tokens."""
+    rows = max(1, self.batch_size * _MIN_ROW // row_len)
+    return self._rows(1 << (rows.bit_length() - 1))
 
-  def _score_window(self, window, pairs, slots):
-    """Yields (request index, (log-likelihood, is_greedy)) for one window."""
-    # Each context minus its last token goes through the cache; that last token starts
-    # each continuation chunk, whose logits then predict exactly the continuation tokens.
-    caches, cache_row, offset, start = [], [], 0, 0
-    while start < len(window):  # contexts come longest first
-      n = min(self.batch_size, max(1, _TOKENS_PER_CALL // bucket(len(window[start][0]), 16)))
-      contexts = [context for context, _ in window[start:start + n]]
-      caches.append(self._prefill(contexts, slots))
-      cache_row += range(offset, offset + len(contexts))
-      offset += int(caches[-1]["end"].shape[0])
-      start += n
-    cache = caches[0] if len(caches) == 1 else self.fns.concat(caches)
-    rows = sorted(((cache_row[g], context[-1], i) for g, (context, idx) in enumerate(window)
-                   for i in idx), key=lambda r: (-len(pairs[r[2]][1]), r[2]))
-    start = 0
-    while start < len(rows):
-      cont_len = bucket(len(pairs[rows[start][2]][1]), 8)
-      n = max(1, min(self.batch_size, _TOKENS_PER_CALL // cont_len, len(rows) - start))
-      batch = rows[start:start + n]
-      sums, greedy = self._score_rows(cache, batch, pairs, cont_len)
-      for (_, _, i), s, g in zip(batch, sums, greedy):
-        yield i, (float(s), bool(g))
-      start += n
+  def _calls(self, rows):
+    """The rows in one call, or in two where padding the last, partial batch of rows to
+    a compiled size would cost more rows than splitting it (18 → 16 + 2, not 32)."""
+    n = len(rows)
+    first = 1 << (n.bit_length() - 1)
+    if first < n and self._rows(first) + self._rows(n - first) < self._rows(n):
+      return [rows[:first], rows[first:]]
+    return [rows]
 
-  def _score_rows(self, cache, batch, pairs, cont_len):
-    b_rows = self._rows(len(batch))
-    row_cache_Bk = np.zeros((b_rows,), np.int32)
-    inputs_BkxSk = np.zeros((b_rows, cont_len), np.int32)
-    targets_BkxSk = np.zeros((b_rows, cont_len), np.int32)
-    lengths_Bk = np.zeros((b_rows,), np.int32)
-    for r, (cache_row, last_context_token, i) in enumerate(batch):
-      continuation = pairs[i][1]
-      n = len(continuation)
-      row_cache_Bk[r], lengths_Bk[r] = cache_row, n
-      inputs_BkxSk[r, :n] = [last_context_token] + continuation[:-1]
-      targets_BkxSk[r, :n] = continuation
-    with self._activation_rules():
-      rows_cache = self.fns.take_rows(cache, self._put(row_cache_Bk))
-      args = [self._put(x) for x in (inputs_BkxSk, targets_BkxSk, lengths_Bk)]
-      sums_Bk, greedy_Bk = self.fns.score(self.params, rows_cache, *args)
-    return np.asarray(sums_Bk)[:len(batch)], np.asarray(greedy_Bk)[:len(batch)]
+  @staticmethod
+  def _collect(outputs, entries, results, bar):
+    logprobs_N, greedy_N = (np.asarray(x) for x in outputs)  # replicated: readable anywhere
+    for request, start, n in entries:
+      results[request] = (float(np.sum(logprobs_N[start:start + n], dtype=np.float64)),
+                          bool(np.all(greedy_N[start:start + n])))
+    bar.update(len(entries))
 
   def _rows(self, n: int) -> int:
     """Padded batch rows: a power of two (or `batch_size`), a multiple of the data axes."""
@@ -229,13 +193,13 @@ class Scorer:
       return self.fns.prefill(self.params, self._put(prefix_BxS), self._put(prefix_len_B),
                               slots)
 
-  def _put(self, x_np: np.ndarray):
-    """Host batch → device, split over the data axes when there is a mesh."""
+  def _put(self, x_np: np.ndarray, split: bool = True):
+    """Host batch → device, split over the data axes (else replicated) on a mesh."""
     if self.mesh is None:
       return jnp.asarray(x_np)
     from fineline import partitioning  # pylint: disable=import-outside-toplevel
     from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
-    spec = P("batch", *([None] * (x_np.ndim - 1)))
+    spec = P("batch" if split else None, *([None] * (x_np.ndim - 1)))
     sharding = NamedSharding(self.mesh, partitioning.logical_to_mesh(spec))
     return jax.make_array_from_callback(x_np.shape, sharding, lambda index: x_np[index])
 
@@ -248,8 +212,6 @@ class Scorer:
 
 class _Functions(typing.NamedTuple):
   prefill: typing.Callable
-  concat: typing.Callable
-  take_rows: typing.Callable
   score: typing.Callable
   decode: typing.Callable
 
@@ -261,28 +223,9 @@ def _jitted(cfg_json: str, replicated) -> _Functions:
   model = llama.Llama(LlamaConfig.from_dict(json.loads(cfg_json)))
   return _Functions(
       prefill=jax.jit(functools.partial(_prefill, model), static_argnums=(3,)),
-      concat=jax.jit(functools.partial(concat_caches, scanned=model.cfg.scan_layers)),
-      # Apart from scoring, so that scoring compiles per continuation shape only.
-      take_rows=jax.jit(functools.partial(take_cache_rows, scanned=model.cfg.scan_layers)),
-      score=jax.jit(functools.partial(_score_continuations, model), out_shardings=replicated),
+      score=jax.jit(functools.partial(_score_packed, model), static_argnums=(8,),
+                    out_shardings=replicated),
       decode=generate_lib.jit_decode(model))
-
-
-def concat_caches(caches, scanned: bool):
-  """Caches of the same size stacked along their batch rows."""
-  axis = 1 if scanned else 0
-  cat = lambda *xs: jnp.concatenate(xs, axis=axis)
-  return {"k": jax.tree.map(cat, *[c["k"] for c in caches]),
-          "v": jax.tree.map(cat, *[c["v"] for c in caches]),
-          "end": jnp.concatenate([c["end"] for c in caches])}
-
-
-def take_cache_rows(cache, rows_B, scanned: bool):
-  """The cache rows `rows_B` (a context's cache once per continuation that uses it)."""
-  axis = 1 if scanned else 0
-  take = lambda x: jnp.take(x, rows_B, axis=axis)
-  return {"k": jax.tree.map(take, cache["k"]), "v": jax.tree.map(take, cache["v"]),
-          "end": cache["end"][rows_B]}
 
 
 def _prefill(model, params, prefix_BxS, prefix_len_B, slots):
@@ -293,15 +236,38 @@ def _prefill(model, params, prefix_BxS, prefix_len_B, slots):
   return cache
 
 
-def _score_continuations(model, params, cache, inputs_BkxSk, targets_BkxSk, lengths_Bk):
-  """Summed target log-probabilities and all-greedy flags of each continuation row, each
-  row attending to its own (context's) cache row."""
-  logits_BkxSkxV, _ = model.apply({"params": params}, inputs_BkxSk, cache=cache,
-                                  lengths_B=lengths_Bk)
-  logprobs_BkxSkxV = jax.nn.log_softmax(logits_BkxSkxV, axis=-1)
-  target_logprob_BkxSk = jnp.take_along_axis(logprobs_BkxSkxV, targets_BkxSk[..., None],
-                                             axis=-1)[..., 0]
-  valid_BkxSk = jnp.arange(inputs_BkxSk.shape[1])[None, :] < lengths_Bk[:, None]
-  sums_Bk = jnp.sum(jnp.where(valid_BkxSk, target_logprob_BkxSk, 0.0), axis=-1)
-  greedy_BkxSk = jnp.argmax(logits_BkxSkxV, axis=-1) == targets_BkxSk
-  return sums_Bk, jnp.all(greedy_BkxSk | ~valid_BkxSk, axis=-1)
+def _score_packed(model, params, tokens_BxL, positions_BxL, segments_BxL, branches_BxL,
+                  gather_N, targets_N, num_chunks, chunk):
+  """Log-probabilities and greedy flags of the first num_chunks·chunk targets (N each) of
+  packed rows (`packing.layout`); the rest stay 0 and False.
+
+  The LM head and log-softmax run `chunk` targets at a time in a loop of `num_chunks`
+  steps, so their cost follows the number of targets while the shapes stay fixed.
+  """
+  mask_BxLxL = packing.attention_mask(positions_BxL, segments_BxL, branches_BxL)
+  hidden_BxLxD = model.apply({"params": params}, tokens_BxL, positions_BxL, return_hidden=True,
+                             attention_mask_BxSxT=mask_BxLxL)
+  hidden_NxD = hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1])
+  # The model's own head: in its activation dtype, logits in float32.
+  head_DxV = llama.lm_head_weights(params, model.cfg).astype(hidden_NxD.dtype)
+
+  def step(c, carry):
+    logprobs_N, greedy_N = carry
+    gather_C = jax.lax.dynamic_slice_in_dim(gather_N, c * chunk, chunk)
+    targets_C = jax.lax.dynamic_slice_in_dim(targets_N, c * chunk, chunk)
+    hidden_CxD = nn.with_logical_constraint(jnp.take(hidden_NxD, gather_C, axis=0),
+                                            ("batch", "embed"))
+    logits_CxV = nn.with_logical_constraint((hidden_CxD @ head_DxV).astype(jnp.float32),
+                                            ("batch", "vocab"))
+    # log_softmax and argmax (its first maximum, as torch's) at the targets only.
+    max_Cx1 = jnp.max(logits_CxV, axis=-1, keepdims=True)
+    target_C = jnp.take_along_axis(logits_CxV, targets_C[:, None], axis=-1)[:, 0] - max_Cx1[:, 0]
+    logprob_C = target_C - jnp.log(jnp.sum(jnp.exp(logits_CxV - max_Cx1), axis=-1))
+    earlier_max_C = jnp.any((logits_CxV == max_Cx1)
+                            & (jnp.arange(logits_CxV.shape[-1])[None, :] < targets_C[:, None]), -1)
+    greedy_C = (target_C == 0) & ~earlier_max_C
+    return (jax.lax.dynamic_update_slice_in_dim(logprobs_N, logprob_C, c * chunk, 0),
+            jax.lax.dynamic_update_slice_in_dim(greedy_N, greedy_C, c * chunk, 0))
+
+  init = (jnp.zeros(gather_N.shape, jnp.float32), jnp.zeros(gather_N.shape, bool))
+  return jax.lax.fori_loop(0, num_chunks, step, init)
