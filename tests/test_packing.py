@@ -85,3 +85,11 @@ def test_each_target_sees_exactly_its_own_request():
         assert targets_N[start + k] == continuation[k]
       seen.add(request)
   assert seen == set(range(len(pairs)))
+
+
+def test_bucket_pads_to_few_sizes():
+  sizes = {packing.bucket(n, 16) for n in range(1, 5000)}
+  assert len(sizes) <= 20
+  for n in range(1, 5000):
+    b = packing.bucket(n, 16)
+    assert b >= max(n, 16) and (n <= 16 or b <= 1.5 * n)

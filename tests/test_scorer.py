@@ -18,7 +18,7 @@ import pytest
 from fineline.evaluation import requests
 from fineline.evaluation import scorer as scorer_lib
 from fineline.evaluation.requests import Generate
-from fineline.evaluation.scorer import Scorer, bucket
+from fineline.evaluation.scorer import Scorer
 from fineline.models import llama, presets
 
 CFG = presets.get_preset("tiny")
@@ -77,14 +77,6 @@ def make_pairs(params, seed=0):
     if g % 3 == 0:  # the model's own greedy continuation: is_greedy must come out True
       pairs.append((context, greedy_tokens(params, context[-40:], 3)))
   return pairs
-
-
-def test_bucket_pads_to_few_sizes():
-  sizes = {bucket(n, 16) for n in range(1, 5000)}
-  assert len(sizes) <= 20
-  for n in range(1, 5000):
-    b = bucket(n, 16)
-    assert b >= max(n, 16) and (n <= 16 or b <= 1.5 * n)
 
 
 def test_loglikelihood_matches_full_forward(params):

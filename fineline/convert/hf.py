@@ -242,13 +242,11 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
                                                     cast or specs[name][0]))
     cfg = cfg.replace(param_dtype=weights_io.dtype_name(params["embedding"].dtype))
   with _staged_output(out_ckpt, overwrite) as staging:
-    if specs is None:
+    filled = (contextlib.nullcontext(params) if specs is None
+              else _filling(params, _converted(src_dir, files, layout, cfg, cast)))
+    with filled as params:
       checkpointing.save_params(staging, params, cfg, step=0, tokens=0, compress=False,
                                 source=source)
-    else:
-      with _filling(params, _converted(src_dir, files, layout, cfg, cast)) as params:
-        checkpointing.save_params(staging, params, cfg, step=0, tokens=0, compress=False,
-                                  source=source)
     del params
     tokenizer_files = _tokenizer_files(src_dir)
     if tokenizer_files:
@@ -331,7 +329,7 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
           writer.add(name, w)
           del w
           progress.update()
-        leftover = list(_leaf_paths(params))
+        leftover = [path for path, _ in _leaf_items(params)]
         if leftover:
           raise ValueError(f"{ckpt}: parameters with no Hugging Face counterpart: {leftover}")
       writer.close()
@@ -405,10 +403,6 @@ def _leaf_items(tree, prefix=""):
       yield from _leaf_items(value, f"{prefix}{key}/")
     else:
       yield prefix + key, value
-
-
-def _leaf_paths(tree):
-  return [path for path, _ in _leaf_items(tree)]
 
 
 def _few(names: list[str], n: int = 4) -> str:

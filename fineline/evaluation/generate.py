@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from fineline.evaluation import packing
 from fineline.evaluation import requests as requests_lib
 
 _STEPS_PER_CALL = 32
@@ -39,8 +40,8 @@ class GreedyDecoder:
     if not requests:
       return results
     # One cache size per call, so prefill compiles per prompt shape and decoding once.
-    slots = (_bucket(max(len(p) for p in prompts) - 1, 16)
-             + _bucket(max(r.max_new_tokens for r in requests) + 1, 16))
+    slots = (packing.bucket(max(len(p) for p in prompts) - 1, 16)
+             + packing.bucket(max(r.max_new_tokens for r in requests) + 1, 16))
     order = sorted(range(len(requests)), key=lambda i: (-len(prompts[i]), i))
     bar = tqdm.tqdm(total=len(requests), desc="generate", disable=not progress)
     for start in range(0, len(order), s.batch_size):
@@ -134,11 +135,6 @@ def special_ids(vocab) -> set[int]:
     if added is not None:
       ids |= {i for i, token in added().items() if token.special}
   return {int(i) for i in ids if i is not None and i >= 0}
-
-
-def _bucket(n: int, minimum: int) -> int:
-  from fineline.evaluation.scorer import bucket  # pylint: disable=import-outside-toplevel
-  return bucket(n, minimum)
 
 
 def _fetch(x) -> np.ndarray:

@@ -36,7 +36,6 @@ from fineline.models.config import LlamaConfig
 
 Loglikelihood = requests_lib.Loglikelihood
 Generate = requests_lib.Generate
-bucket = packing.bucket
 
 # Tokens of a group (a context and its continuations) before it is split, its context
 # repeated: the most a row must hold when no single request is longer.
@@ -184,7 +183,7 @@ class Scorer:
   def _prefill(self, sequences, slots: int):
     """A KV cache holding each sequence but its last token (padded rows stay empty)."""
     rows = self._rows(len(sequences))
-    prefix_BxS = np.zeros((rows, bucket(max(len(s) - 1 for s in sequences), 16)), np.int32)
+    prefix_BxS = np.zeros((rows, packing.bucket(max(len(s) - 1 for s in sequences), 16)), np.int32)
     prefix_len_B = np.zeros((rows,), np.int32)
     for b, seq in enumerate(sequences):
       prefix_BxS[b, :len(seq) - 1] = seq[:-1]

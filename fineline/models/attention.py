@@ -115,7 +115,7 @@ def _probs(q_BxKxMxDh, k_BxKxTxDh, mask_Bx1xMxT):
 
 @jax.custom_vjp
 def _grouped_attention(q_BxKxMxDh, k_BxKxTxDh, v_BxKxTxDh, mask_Bx1xMxT):
-  return _probs(q_BxKxMxDh, k_BxKxTxDh, mask_Bx1xMxT) @ v_BxKxTxDh
+  return _grouped_attention_fwd(q_BxKxMxDh, k_BxKxTxDh, v_BxKxTxDh, mask_Bx1xMxT)[0]
 
 
 def _grouped_attention_fwd(q_BxKxMxDh, k_BxKxTxDh, v_BxKxTxDh, mask_Bx1xMxT):
