@@ -20,6 +20,28 @@ import gin
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 
 
+def _tolerate_plain_directories() -> None:
+  """gin's package-resource lookup reads an include such as 'runs/pretrain.gin' as package
+  `runs` and raises TypeError when `runs` is merely a directory in the working directory
+  (a namespace package, e.g. the run outputs beside a checkout). Such a path is no package
+  resource: the lookup answers "not found" and the search goes on."""
+  from gin import resource_reader  # pylint: disable=import-outside-toplevel
+
+  def exists(config_path: str) -> bool:
+    try:
+      return resource_reader.system_path_file_exists(config_path)
+    except TypeError:
+      return False
+
+  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+  for i, (reader, check) in enumerate(readers):
+    if check is resource_reader.system_path_file_exists:
+      readers[i] = (reader, exists)
+
+
+_tolerate_plain_directories()
+
+
 def add_gin_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds --gin_file/--gin_search_path and makes the parser collect `--gin.X=V` bindings into
   `args.gin_bindings` (argparse cannot declare a flag family itself)."""

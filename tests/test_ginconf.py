@@ -82,3 +82,10 @@ def test_every_preset_has_a_model_file_and_every_run_file_parses():
     for macro in ("TRAIN_STEPS", "BATCH_SIZE", "SEQUENCE_LENGTH", "SAVE_EVERY_STEPS",
                   "KEEP_EVERY_STEPS", "SEED"):
       assert gin.query_parameter(f"%{macro}") is not None
+
+
+def test_a_runs_directory_in_the_working_directory_does_not_break_includes(tmp_path,
+                                                                            monkeypatch):
+  (tmp_path / "runs" / "demo").mkdir(parents=True)  # run outputs beside the checkout
+  monkeypatch.chdir(tmp_path)
+  ginconf.parse(["runs/tiny_cpu.gin"], ["MODEL_DIR = '/tmp/unused'"])
