@@ -223,8 +223,15 @@ def _jitted(cfg_json: str, replicated) -> _Functions:
   return _Functions(
       prefill=jax.jit(functools.partial(_prefill, model), static_argnums=(3,)),
       score=jax.jit(functools.partial(_score_packed, model), static_argnums=(8,),
-                    out_shardings=replicated),
+                    out_shardings=replicated, compiler_options=_score_compiler_options()),
       decode=generate_lib.jit_decode(model))
+
+
+def _score_compiler_options():
+  """On CPU, XLA's Eigen matmuls in place of its default YNNPACK ones: on the scoring
+  forward's shapes (thousands of tokens × the model width) they run 7–20% faster here, in
+  interleaved runs of the same calls; YNNPACK's elementwise fusions brought no gain."""
+  return {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else None
 
 
 def _prefill(model, params, prefix_BxS, prefix_len_B, slots):

@@ -13,6 +13,7 @@ matmul into the softmax-backward loop, which then cost more than the whole forwa
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -23,6 +24,8 @@ from fineline.models.config import LlamaConfig
 
 # Longest context whose rotary tables are embedded in the program (8 MiB at Dh = 128).
 _MAX_CONSTANT_POSITIONS = 8192
+# Query rows per block when causal attention skips the key blocks after the queries.
+CAUSAL_BLOCK = 128
 
 
 def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
@@ -82,28 +85,53 @@ def causal_mask(q_pos_BxS, k_pos_BxT):
   return q_pos_BxS[:, :, None] >= k_pos_BxT[:, None, :]
 
 
-def attend(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, impl: str):
-  """Softmax attention with grouped key/value heads; out_BxSxHxDh."""
+def attend(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, impl: str, causal: bool = False):
+  """Softmax attention with grouped key/value heads; out_BxSxHxDh.
+
+  `causal` promises that the mask hides every key slot after the query's own index (S = T),
+  which lets the dot path skip those blocks.
+  """
   if impl != "dot":
     return jax.nn.dot_product_attention(
         q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=mask_BxSxT[:, None], implementation=impl)
-  return dot_attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT)
+  return dot_attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, causal)
 
 
-def dot_attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT):
+def dot_attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, causal: bool = False):
   """Masked softmax(q·kᵀ/√Dh)·v; a row with no visible key attends uniformly.
 
   The G query heads sharing a key/value head are stacked along the query axis (M = G·S),
   so each (b, k) pair is one plain M×T attention and repeated keys are never materialised.
+  With `causal` (see `attend`), query block [start, end) is scored against keys [0, end)
+  only: about half the work of the full square.
   """
   B, S, H, Dh = q_BxSxHxDh.shape
   T, K = k_BxTxKxDh.shape[1], k_BxTxKxDh.shape[2]
-  G = H // K
-  q_BxKxMxDh = q_BxSxHxDh.reshape(B, S, K, G, Dh).transpose(0, 2, 3, 1, 4).reshape(B, K, G * S, Dh)
-  mask_Bx1xMxT = jnp.broadcast_to(mask_BxSxT[:, None], (B, G, S, T)).reshape(B, 1, G * S, T)
-  out_BxKxMxDh = _grouped_attention(q_BxKxMxDh, k_BxTxKxDh.transpose(0, 2, 1, 3),
-                                    v_BxTxKxDh.transpose(0, 2, 1, 3), mask_Bx1xMxT)
-  return out_BxKxMxDh.reshape(B, K, G, S, Dh).transpose(0, 3, 1, 2, 4).reshape(B, S, H, Dh)
+  q_BxKxGxSxDh = q_BxSxHxDh.reshape(B, S, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
+  if causal and S == T and S >= 2 * CAUSAL_BLOCK:
+    blocks = tuple((start, min(start + CAUSAL_BLOCK, S)) for start in range(0, S, CAUSAL_BLOCK))
+  else:
+    blocks = ((0, S),)
+  out_BxKxGxSxDh = _blocked_attention(q_BxKxGxSxDh, k_BxTxKxDh.transpose(0, 2, 1, 3),
+                                      v_BxTxKxDh.transpose(0, 2, 1, 3), mask_BxSxT, blocks)
+  return out_BxKxGxSxDh.transpose(0, 3, 1, 2, 4).reshape(B, S, H, Dh)
+
+
+def _block_views(blocks, T: int):
+  """(start, end, seen): query rows [start, end) see key slots [0, seen)."""
+  return [(start, end, end if len(blocks) > 1 else T) for start, end in blocks]
+
+
+def _rows(a_BxKxGxSxN, start: int, end: int):
+  """Query rows [start, end) of every stacked head: B×K×(G·n)×N."""
+  B, K, G, _, N = a_BxKxGxSxN.shape
+  return a_BxKxGxSxN[:, :, :, start:end].reshape(B, K, G * (end - start), N)
+
+
+def _block_mask(mask_BxSxT, G: int, start: int, end: int, seen: int):
+  B, n = mask_BxSxT.shape[0], end - start
+  return jnp.broadcast_to(mask_BxSxT[:, None, start:end, :seen],
+                          (B, G, n, seen)).reshape(B, 1, G * n, seen)
 
 
 def _probs(q_BxKxMxDh, k_BxKxTxDh, mask_Bx1xMxT):
@@ -113,40 +141,53 @@ def _probs(q_BxKxMxDh, k_BxKxTxDh, mask_Bx1xMxT):
   return jax.nn.softmax(scores, axis=-1).astype(q_BxKxMxDh.dtype)
 
 
-@jax.custom_vjp
-def _grouped_attention(q_BxKxMxDh, k_BxKxTxDh, v_BxKxTxDh, mask_Bx1xMxT):
-  return _grouped_attention_fwd(q_BxKxMxDh, k_BxKxTxDh, v_BxKxTxDh, mask_Bx1xMxT)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _blocked_attention(q_BxKxGxSxDh, k_BxKxTxDh, v_BxKxTxDh, mask_BxSxT, blocks):
+  return _blocked_attention_fwd(q_BxKxGxSxDh, k_BxKxTxDh, v_BxKxTxDh, mask_BxSxT, blocks)[0]
 
 
-def _grouped_attention_fwd(q_BxKxMxDh, k_BxKxTxDh, v_BxKxTxDh, mask_Bx1xMxT):
-  probs_BxKxMxT = _probs(q_BxKxMxDh, k_BxKxTxDh, mask_Bx1xMxT)
-  out_BxKxMxDh = probs_BxKxMxT @ v_BxKxTxDh
-  return out_BxKxMxDh, (q_BxKxMxDh, k_BxKxTxDh, v_BxKxTxDh, mask_Bx1xMxT, probs_BxKxMxT,
-                        out_BxKxMxDh)
+def _blocked_attention_fwd(q_BxKxGxSxDh, k_BxKxTxDh, v_BxKxTxDh, mask_BxSxT, blocks):
+  B, K, G, _, Dh = q_BxKxGxSxDh.shape
+  probs, out_blocks = [], []
+  for start, end, seen in _block_views(blocks, k_BxKxTxDh.shape[2]):
+    probs_BxKxMxT = _probs(_rows(q_BxKxGxSxDh, start, end), k_BxKxTxDh[:, :, :seen],
+                           _block_mask(mask_BxSxT, G, start, end, seen))
+    probs.append(probs_BxKxMxT)
+    out_blocks.append((probs_BxKxMxT @ v_BxKxTxDh[:, :, :seen]).reshape(B, K, G, end - start, Dh))
+  out_BxKxGxSxDh = jnp.concatenate(out_blocks, axis=3) if len(blocks) > 1 else out_blocks[0]
+  return out_BxKxGxSxDh, (q_BxKxGxSxDh, k_BxKxTxDh, v_BxKxTxDh, mask_BxSxT, probs, out_BxKxGxSxDh)
 
 
-def _grouped_attention_bwd(residuals, dout_BxKxMxDh):
-  q_BxKxMxDh, k_BxKxTxDh, v_BxKxTxDh, mask_Bx1xMxT, probs_BxKxMxT, out_BxKxMxDh = residuals
+def _blocked_attention_bwd(blocks, residuals, dout_BxKxGxSxDh):
+  q_BxKxGxSxDh, k_BxKxTxDh, v_BxKxTxDh, mask_BxSxT, probs, out_BxKxGxSxDh = residuals
+  B, K, G, _, Dh = q_BxKxGxSxDh.shape
+  T = k_BxKxTxDh.shape[2]
   f32 = lambda a: a.astype(jnp.float32)
-  # The M×T matrices go second in the key/value-gradient products: contracted over their
-  # major axis they are read in place, where XLA:CPU would transpose each as a left operand.
-  dv_BxKxTxDh = jnp.einsum("bkmd,bkmt->bktd", dout_BxKxMxDh, probs_BxKxMxT)
-  # softmax': p ⊙ (dp − Σ_t p·dp), with dp = dout·vᵀ and Σ_t p·dp = Σ_d dout·out. The row
-  # term rides in the matmul as an extra column (dout | row)·(v | −1)ᵀ: left as a separate
-  # reduction, XLA:CPU fused it into the matmul and recomputed it for every tile.
-  row_BxKxMx1 = jnp.sum(f32(dout_BxKxMxDh) * f32(out_BxKxMxDh), axis=-1, keepdims=True)
-  dout_aug = jnp.concatenate([dout_BxKxMxDh, row_BxKxMx1.astype(dout_BxKxMxDh.dtype)], axis=-1)
-  v_aug = jnp.concatenate([v_BxKxTxDh, -jnp.ones(v_BxKxTxDh.shape[:-1] + (1,), v_BxKxTxDh.dtype)],
-                          axis=-1)
-  dprobs_minus_row = jnp.einsum("bkmd,bktd->bkmt", dout_aug, v_aug,
-                                preferred_element_type=jnp.float32)
-  # Masked scores are constants: no gradient flows to them even where p > 0 (a row that
-  # sees no key at all).
-  dscores = jnp.where(mask_Bx1xMxT, f32(probs_BxKxMxT) * dprobs_minus_row, 0.0)
-  dscores = (dscores / math.sqrt(q_BxKxMxDh.shape[-1])).astype(q_BxKxMxDh.dtype)
-  dq_BxKxMxDh = dscores @ k_BxKxTxDh
-  dk_BxKxTxDh = jnp.einsum("bkmd,bkmt->bktd", q_BxKxMxDh, dscores)
-  return (dq_BxKxMxDh, dk_BxKxTxDh, dv_BxKxTxDh, np.zeros(mask_Bx1xMxT.shape, jax.dtypes.float0))
+  # softmax': p ⊙ (dp − Σ_t p·dp), and Σ_t p·dp = Σ_d dout·out: one pass over B×K×G×S×Dh
+  # (read from the stored output, which XLA:CPU would otherwise recompute inside the sum).
+  row_BxKxGxSx1 = jnp.sum(f32(dout_BxKxGxSxDh) * f32(out_BxKxGxSxDh), axis=-1, keepdims=True)
+  pad_to_T = lambda a_BxKxTxDh: jnp.pad(a_BxKxTxDh, ((0, 0), (0, 0), (0, T - a_BxKxTxDh.shape[2]),
+                                                      (0, 0)))
+  dq_blocks, dk_parts, dv_parts = [], [], []
+  for (start, end, seen), probs_BxKxMxT in zip(_block_views(blocks, T), probs):
+    q_BxKxMxDh = _rows(q_BxKxGxSxDh, start, end)
+    dout_BxKxMxDh = _rows(dout_BxKxGxSxDh, start, end)
+    k_seen, v_seen = k_BxKxTxDh[:, :, :seen], v_BxKxTxDh[:, :, :seen]
+    # The M×T matrices go second in the key/value-gradient products: contracted over their
+    # major axis they are read in place, where XLA:CPU would transpose each as a left operand.
+    dv_parts.append(jnp.einsum("bkmd,bkmt->bktd", dout_BxKxMxDh, probs_BxKxMxT))
+    dprobs = jnp.einsum("bkmd,bktd->bkmt", dout_BxKxMxDh, v_seen,
+                        preferred_element_type=jnp.float32)
+    # Masked scores are constants: no gradient flows to them even where p > 0 (a row that
+    # sees no key at all).
+    dscores = jnp.where(_block_mask(mask_BxSxT, G, start, end, seen),
+                        f32(probs_BxKxMxT) * (dprobs - _rows(row_BxKxGxSx1, start, end)), 0.0)
+    dscores = (dscores / math.sqrt(Dh)).astype(q_BxKxMxDh.dtype)
+    dq_blocks.append((dscores @ k_seen).reshape(B, K, G, end - start, Dh))
+    dk_parts.append(jnp.einsum("bkmd,bkmt->bktd", q_BxKxMxDh, dscores))
+  dq_BxKxGxSxDh = jnp.concatenate(dq_blocks, axis=3) if len(blocks) > 1 else dq_blocks[0]
+  return (dq_BxKxGxSxDh, sum(map(pad_to_T, dk_parts)), sum(map(pad_to_T, dv_parts)),
+          np.zeros(mask_BxSxT.shape, jax.dtypes.float0))
 
 
-_grouped_attention.defvjp(_grouped_attention_fwd, _grouped_attention_bwd)
+_blocked_attention.defvjp(_blocked_attention_fwd, _blocked_attention_bwd)

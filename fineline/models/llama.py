@@ -86,7 +86,7 @@ class Attention(nn.Module):
       new_kv = (keys, values)
 
     out_BxSxHxDh = attention.attend(q_BxSxHxDh, keys.astype(dt), values.astype(dt), mask_BxSxT,
-                                    cfg.attention_impl)
+                                    cfg.attention_impl, causal=kv is None)
     out_BxSxHxDh = nn.with_logical_constraint(out_BxSxHxDh, ("batch", "length", "heads", "head_dim"))
     out_BxSxD = jnp.einsum("bshk,hkd->bsd", out_BxSxHxDh, wo.astype(dt))
     return out_BxSxD, new_kv
@@ -202,7 +202,8 @@ class Llama(nn.Module):
     `return_hidden=True` returns the final-normed hidden states B×S×D in place of the logits
     (the LM head is `lm_head_weights(params, cfg)`), so a loss can fuse head and softmax.
     `attention_mask_BxSxT` (bool) further limits which keys each query sees, e.g. to its
-    own sequence when several are packed in a row.
+    own sequence when several are packed in a row. Without a cache a token never sees a
+    later token of its row, whatever the positions say.
     """
     cfg = self.cfg
     dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
@@ -216,9 +217,11 @@ class Llama(nn.Module):
     x_BxSxD = jnp.take(embedding_VxD, tokens_BxS, axis=0).astype(dt)
     x_BxSxD = nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
     rope = attention.rope_tables(positions_BxS, S, cfg, dt)
-    if cache is None:  # plain causal attention over this call's tokens
-      pos_BxS = jnp.arange(S)[None, :] if positions_BxS is None else positions_BxS
-      mask_BxSxT = attention.causal_mask(pos_BxS, pos_BxS)
+    if cache is None:  # causal attention over this call's tokens, by position and by index
+      index_BxS = jnp.arange(S)[None, :]
+      mask_BxSxT = attention.causal_mask(index_BxS, index_BxS)
+      if positions_BxS is not None:
+        mask_BxSxT = mask_BxSxT & attention.causal_mask(positions_BxS, positions_BxS)
     else:  # each row attends to its cache slots up to the query's own
       slots_T = jnp.arange(_cache_slots(cache, cfg))
       mask_BxSxT = attention.causal_mask(start_B[:, None] + jnp.arange(S)[None, :],
