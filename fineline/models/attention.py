@@ -9,6 +9,8 @@ them once per call (`rope_tables`, `causal_mask`) and every layer reuses them.
 `dot_attention` is the plain dot-product attention used on CPU and in tests, with a
 hand-written backward: differentiated automatically, XLA:CPU fused the score-gradient
 matmul into the softmax-backward loop, which then cost more than the whole forward pass.
+Without a cache the mask is causal by index, so it scores each block of queries against
+the keys up to the block's end only.
 """
 
 from __future__ import annotations
