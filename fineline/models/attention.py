@@ -110,18 +110,15 @@ def dot_attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, causal: bool =
   B, S, H, Dh = q_BxSxHxDh.shape
   T, K = k_BxTxKxDh.shape[1], k_BxTxKxDh.shape[2]
   q_BxKxGxSxDh = q_BxSxHxDh.reshape(B, S, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
+  # (start, end, seen): query rows [start, end) see key slots [0, seen).
   if causal and S == T and S >= 2 * CAUSAL_BLOCK:
-    blocks = tuple((start, min(start + CAUSAL_BLOCK, S)) for start in range(0, S, CAUSAL_BLOCK))
+    blocks = tuple((start, min(start + CAUSAL_BLOCK, S), min(start + CAUSAL_BLOCK, S))
+                   for start in range(0, S, CAUSAL_BLOCK))
   else:
-    blocks = ((0, S),)
+    blocks = ((0, S, T),)
   out_BxKxGxSxDh = _blocked_attention(q_BxKxGxSxDh, k_BxTxKxDh.transpose(0, 2, 1, 3),
                                       v_BxTxKxDh.transpose(0, 2, 1, 3), mask_BxSxT, blocks)
   return out_BxKxGxSxDh.transpose(0, 3, 1, 2, 4).reshape(B, S, H, Dh)
-
-
-def _block_views(blocks, T: int):
-  """(start, end, seen): query rows [start, end) see key slots [0, seen)."""
-  return [(start, end, end if len(blocks) > 1 else T) for start, end in blocks]
 
 
 def _rows(a_BxKxGxSxN, start: int, end: int):
@@ -151,7 +148,7 @@ def _blocked_attention(q_BxKxGxSxDh, k_BxKxTxDh, v_BxKxTxDh, mask_BxSxT, blocks)
 def _blocked_attention_fwd(q_BxKxGxSxDh, k_BxKxTxDh, v_BxKxTxDh, mask_BxSxT, blocks):
   B, K, G, _, Dh = q_BxKxGxSxDh.shape
   probs, out_blocks = [], []
-  for start, end, seen in _block_views(blocks, k_BxKxTxDh.shape[2]):
+  for start, end, seen in blocks:
     probs_BxKxMxT = _probs(_rows(q_BxKxGxSxDh, start, end), k_BxKxTxDh[:, :, :seen],
                            _block_mask(mask_BxSxT, G, start, end, seen))
     probs.append(probs_BxKxMxT)
@@ -171,7 +168,7 @@ def _blocked_attention_bwd(blocks, residuals, dout_BxKxGxSxDh):
   pad_to_T = lambda a_BxKxTxDh: jnp.pad(a_BxKxTxDh, ((0, 0), (0, 0), (0, T - a_BxKxTxDh.shape[2]),
                                                       (0, 0)))
   dq_blocks, dk_parts, dv_parts = [], [], []
-  for (start, end, seen), probs_BxKxMxT in zip(_block_views(blocks, T), probs):
+  for (start, end, seen), probs_BxKxMxT in zip(blocks, probs):
     q_BxKxMxDh = _rows(q_BxKxGxSxDh, start, end)
     dout_BxKxMxDh = _rows(dout_BxKxGxSxDh, start, end)
     k_seen, v_seen = k_BxKxTxDh[:, :, :seen], v_BxKxTxDh[:, :, :seen]
