@@ -69,9 +69,13 @@ class Attention(nn.Module):
     wv = self.param("v", _init(("embed", "kv_heads", "head_dim")), (D, K, Dh), pdt)
     wo = self.param("o", _init(("heads", "head_dim", "embed")), (H, Dh, D), pdt)
 
-    q_BxSxHxDh = jnp.einsum("bsd,dhk->bshk", x_BxSxD, wq.astype(dt))
-    k_BxSxKxDh = jnp.einsum("bsd,dhk->bshk", x_BxSxD, wk.astype(dt))
-    v_BxSxKxDh = jnp.einsum("bsd,dhk->bshk", x_BxSxD, wv.astype(dt))
+    # Projections as (B·S)×D matrix products: in the backward, XLA:CPU copies and transposes
+    # the operands of the B×S×H×Dh einsums' weight gradients, not those of plain matmuls.
+    B, S = x_BxSxD.shape[:2]
+    x_NxD = x_BxSxD.reshape(B * S, D)
+    project = lambda w_DxNxDh: (x_NxD @ w_DxNxDh.reshape(D, -1).astype(dt)).reshape(
+        B, S, w_DxNxDh.shape[1], Dh)
+    q_BxSxHxDh, k_BxSxKxDh, v_BxSxKxDh = project(wq), project(wk), project(wv)
     q_BxSxHxDh = nn.with_logical_constraint(q_BxSxHxDh, ("batch", "length", "heads", "head_dim"))
     k_BxSxKxDh = nn.with_logical_constraint(k_BxSxKxDh, ("batch", "length", "kv_heads", "head_dim"))
 
@@ -88,7 +92,8 @@ class Attention(nn.Module):
     out_BxSxHxDh = attention.attend(q_BxSxHxDh, keys.astype(dt), values.astype(dt), mask_BxSxT,
                                     cfg.attention_impl, causal=kv is None)
     out_BxSxHxDh = nn.with_logical_constraint(out_BxSxHxDh, ("batch", "length", "heads", "head_dim"))
-    out_BxSxD = jnp.einsum("bshk,hkd->bsd", out_BxSxHxDh, wo.astype(dt))
+    out_BxSxD = (out_BxSxHxDh.reshape(B * S, H * Dh) @ wo.reshape(H * Dh, D).astype(dt)).reshape(
+        B, S, D)
     return out_BxSxD, new_kv
 
 
