@@ -73,8 +73,8 @@ class Attention(nn.Module):
     # the operands of the B×S×H×Dh einsums' weight gradients, not those of plain matmuls.
     B, S = x_BxSxD.shape[:2]
     x_NxD = x_BxSxD.reshape(B * S, D)
-    project = lambda w_DxNxDh: (x_NxD @ w_DxNxDh.reshape(D, -1).astype(dt)).reshape(
-        B, S, w_DxNxDh.shape[1], Dh)
+    project = lambda w_DxHxDh: (x_NxD @ w_DxHxDh.reshape(D, -1).astype(dt)).reshape(
+        B, S, w_DxHxDh.shape[1], Dh)
     q_BxSxHxDh, k_BxSxKxDh, v_BxSxKxDh = project(wq), project(wk), project(wv)
     q_BxSxHxDh = nn.with_logical_constraint(q_BxSxHxDh, ("batch", "length", "heads", "head_dim"))
     k_BxSxKxDh = nn.with_logical_constraint(k_BxSxKxDh, ("batch", "length", "kv_heads", "head_dim"))
