@@ -77,15 +77,22 @@ def make_fineline_step(cfg: LlamaConfig, plain: bool = False):
   return jax.jit(step, donate_argnums=(0,)), (params, tx.init(params))
 
 
-def make_torch_step(cfg: LlamaConfig):
-  """(step, model) for transformers' LlamaForCausalLM with torch.optim.AdamW."""
-  import torch  # pylint: disable=g-import-not-at-top
+def hf_llama_config(cfg: LlamaConfig):
+  """transformers' LlamaConfig of `cfg`, with PyTorch's fused attention (sdpa)."""
   import transformers  # pylint: disable=g-import-not-at-top
   hf_cfg = transformers.LlamaConfig(**{
       k: v for k, v in presets.to_hf_config(cfg).items()
       if k not in ("architectures", "torch_dtype")})
+  hf_cfg._attn_implementation = "sdpa"  # pylint: disable=protected-access
+  return hf_cfg
+
+
+def make_torch_step(cfg: LlamaConfig):
+  """(step, model) for transformers' LlamaForCausalLM with torch.optim.AdamW."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  model = transformers.LlamaForCausalLM(hf_cfg).float().train()
+  model = transformers.LlamaForCausalLM(hf_llama_config(cfg)).float().train()
   # As fineline's optimizer: no weight decay on norm scales.
   decay = [p for p in model.parameters() if p.ndim > 1]
   no_decay = [p for p in model.parameters() if p.ndim <= 1]

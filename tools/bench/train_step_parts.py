@@ -27,14 +27,7 @@ import numpy as np
 from fineline.models import attention, llama, presets
 from fineline.models.config import LlamaConfig
 from fineline.training.loss import next_token_loss
-
-
-def _hf_config(cfg: LlamaConfig):
-  import transformers  # pylint: disable=g-import-not-at-top
-  hf_cfg = transformers.LlamaConfig(**{k: v for k, v in presets.to_hf_config(cfg).items()
-                                       if k not in ("architectures", "torch_dtype")})
-  hf_cfg._attn_implementation = "sdpa"  # pylint: disable=protected-access
-  return hf_cfg
+from train_step import hf_llama_config  # this script's folder is on sys.path
 
 
 def head_parts(cfg: LlamaConfig, tokens_BxS1: np.ndarray):
@@ -47,7 +40,7 @@ def head_parts(cfg: LlamaConfig, tokens_BxS1: np.ndarray):
   batch = {"inputs": jnp.asarray(tokens_BxS1[:, :-1]), "targets": jnp.asarray(tokens_BxS1[:, 1:]),
            "weights": jnp.ones(tokens_BxS1[:, 1:].shape, jnp.float32)}
   grad_fn = jax.jit(jax.grad(lambda p: next_token_loss(p, batch, model=model)[0]))
-  th_model = transformers.LlamaForCausalLM(_hf_config(cfg)).float().train()
+  th_model = transformers.LlamaForCausalLM(hf_llama_config(cfg)).float().train()
   inputs, targets = (torch.from_numpy(a.astype(np.int64)) for a in (tokens_BxS1[:, :-1],
                                                                     tokens_BxS1[:, 1:]))
 
@@ -73,7 +66,7 @@ def body_parts(cfg: LlamaConfig, tokens_BxS: np.ndarray):
   c = jnp.asarray(c_np)
   grad_fn = jax.jit(jax.grad(
       lambda p: jnp.sum(model.apply({"params": p}, tokens, return_hidden=True) * c)))
-  th_body = transformers.LlamaForCausalLM(_hf_config(cfg)).float().train().model
+  th_body = transformers.LlamaForCausalLM(hf_llama_config(cfg)).float().train().model
   th_tokens, th_c = torch.from_numpy(tokens_BxS.astype(np.int64)), torch.from_numpy(c_np)
 
   def torch_body():
