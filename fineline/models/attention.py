@@ -6,7 +6,8 @@ G = H // K, Dh head dim.
 The rotary tables and the attention mask depend only on positions, so the model builds
 them once per call (`rope_tables`, `causal_mask`) and every layer reuses them.
 
-`dot_attention` is the plain dot-product attention used on CPU and in tests, with a
+`attend`'s "dot" path runs the native kernel (`cpu_attention`) for float32 on the CPU
+where it builds, else `dot_attention`: XLA's dot-product attention, used in tests, with a
 hand-written backward: differentiated automatically, XLA:CPU fused the score-gradient
 matmul into the softmax-backward loop, which then cost more than the whole forward pass.
 Without a cache the mask is causal by index, so it scores each block of queries against
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fineline.models import cpu_attention
 from fineline.models.config import LlamaConfig
 
 # Longest context whose rotary tables are embedded in the program (8 MiB at Dh = 128).
@@ -96,6 +98,9 @@ def attend(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, impl: str, causal: bo
   if impl != "dot":
     return jax.nn.dot_product_attention(
         q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=mask_BxSxT[:, None], implementation=impl)
+  if cpu_attention.applies(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh):
+    return cpu_attention.attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT.astype(bool),
+                                   causal)
   return dot_attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, causal)
 
 

@@ -4,7 +4,9 @@ Each part runs forward and backward on the same config and batch as `train_step.
 two sides timed alternately in this one process:
   head    embedding, final norm, LM head and cross-entropy (the model with no layers)
   body    the layers and final norm (hidden states, no head), gradients of every weight
-  attention  the attention core of one layer (causal, B×S×H×Dh), gradients of q, k, v
+  attention  the attention core of one layer (causal, B×S×H×Dh), gradients of q, k, v: the
+             model's own path (on the CPU the native kernel; FINELINE_NATIVE_ATTENTION=0
+             times XLA's)
 Prints min / median milliseconds of each side and the ratio of medians (with `--json`,
 one JSON object).
 
@@ -87,7 +89,8 @@ def attention_parts(cfg: LlamaConfig, batch_size: int, seq_len: int):
 
   @jax.jit
   def fineline_attention(q, k, v, dout):
-    out, vjp = jax.vjp(lambda q, k, v: attention.dot_attention(q, k, v, mask_BxSxS, True), q, k, v)
+    out, vjp = jax.vjp(lambda q, k, v: attention.attend(q, k, v, mask_BxSxS, cfg.attention_impl,
+                                                         causal=True), q, k, v)
     return out, vjp(dout)
 
   args = tuple(jnp.asarray(a) for a in (q_np, k_np, v_np, dout_np))

@@ -1,0 +1,242 @@
+// Masked softmax attention on the CPU, forward and backward, as XLA FFI handlers.
+//
+// Layouts are the model's own: q, out B×S×H×Dh; k, v B×T×K×Dh (K key/value heads, each
+// shared by G = H / K query heads); mask B×S×T or 1×S×T. Every (b, key/value head) pair is one task,
+// so a task owns its rows of dk and dv. A task walks its query heads in blocks of `block`
+// rows; with `causal` (the mask hides every key after the query's own index, S = T) a
+// block scores only the keys up to its last row. The blocks' products are single-threaded
+// BLAS calls on strided views (no transposed copies), the tasks spread over `threads`.
+//
+// The forward keeps each row's max score and 1 / Σ exp, so the backward recomputes the
+// probabilities block by block instead of storing B×H×S×T of them. Masked scores are the
+// most negative float, as in the XLA path: a row that sees no key attends uniformly, and
+// no gradient flows through masked scores.
+
+#include <algorithm>
+#include <atomic>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "cblas.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr float kMasked = -FLT_MAX;
+
+struct Shape {
+  int64_t B, S, T, H, K, Dh, block;
+  bool causal;
+  bool shared_mask;  // one S×T mask for every row of the batch
+  int64_t G() const { return H / K; }
+  int64_t q_ld() const { return H * Dh; }   // row stride of one head's S×Dh view
+  int64_t kv_ld() const { return K * Dh; }  // row stride of one head's T×Dh view
+  int64_t seen(int64_t s0, int64_t n) const { return causal ? s0 + n : T; }
+};
+
+void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, float alpha,
+           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+           int64_t ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Runs task(i) for i in [0, n) on `threads` threads (this one included).
+template <class F>
+void parallel_for(int64_t n, int64_t threads, const F& task) {
+  std::atomic<int64_t> next{0};
+  auto worker = [&] {
+    for (int64_t i; (i = next.fetch_add(1)) < n;) task(i);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < std::min(threads, n); ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& thread : pool) thread.join();
+}
+
+// The mask is read as bytes: GCC vectorises the row loops over uint8_t, not over bool.
+const uint8_t* mask_row(const bool* mask, const Shape& d, int64_t b, int64_t s) {
+  return reinterpret_cast<const uint8_t*>(mask) + ((d.shared_mask ? 0 : b) * d.S + s) * d.T;
+}
+
+void forward_task(const Shape& d, const float* q, const float* k, const float* v,
+                  const bool* mask, float* out, float* row_max, float* row_inv, int64_t b,
+                  int64_t kv, std::vector<float>& probs) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh)), masked = kMasked;
+  const float* k_h = k + (b * d.T * d.K + kv) * d.Dh;
+  const float* v_h = v + (b * d.T * d.K + kv) * d.Dh;
+  probs.resize(d.block * d.T);
+  for (int64_t h = kv * d.G(); h < (kv + 1) * d.G(); ++h) {
+    const int64_t q_off = (b * d.S * d.H + h) * d.Dh;
+    for (int64_t s0 = 0; s0 < d.S; s0 += d.block) {
+      const int64_t n = std::min(d.block, d.S - s0), seen = d.seen(s0, n);
+      float* p = probs.data();
+      sgemm(CblasNoTrans, CblasTrans, n, seen, d.Dh, scale, q + q_off + s0 * d.q_ld(), d.q_ld(),
+            k_h, d.kv_ld(), 0.0f, p, seen);
+      for (int64_t i = 0; i < n; ++i) {
+        float* row = p + i * seen;
+        const uint8_t* m = mask_row(mask, d, b, s0 + i);
+        float mx = masked;
+        for (int64_t t = 0; t < seen; ++t) {
+          const float score = row[t];
+          const float x = m[t] ? score : masked;
+          row[t] = x;
+          mx = x > mx ? x : mx;
+        }
+        float sum = 0.0f;
+        for (int64_t t = 0; t < seen; ++t) {
+          row[t] = std::exp(row[t] - mx);
+          sum += row[t];
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t t = 0; t < seen; ++t) row[t] *= inv;
+        row_max[(b * d.H + h) * d.S + s0 + i] = mx;
+        row_inv[(b * d.H + h) * d.S + s0 + i] = inv;
+      }
+      sgemm(CblasNoTrans, CblasNoTrans, n, d.Dh, seen, 1.0f, p, seen, v_h, d.kv_ld(), 0.0f,
+            out + q_off + s0 * d.q_ld(), d.q_ld());
+    }
+  }
+}
+
+void backward_task(const Shape& d, const float* q, const float* k, const float* v,
+                   const bool* mask, const float* out, const float* row_max,
+                   const float* row_inv, const float* dout, float* dq, float* dk, float* dv,
+                   int64_t b, int64_t kv, std::vector<float>& scratch) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d.Dh)), masked = kMasked;
+  const int64_t kv_off = (b * d.T * d.K + kv) * d.Dh;
+  const float *k_h = k + kv_off, *v_h = v + kv_off;
+  float *dk_h = dk + kv_off, *dv_h = dv + kv_off;
+  for (int64_t t = 0; t < d.T; ++t) {
+    std::memset(dk_h + t * d.kv_ld(), 0, d.Dh * sizeof(float));
+    std::memset(dv_h + t * d.kv_ld(), 0, d.Dh * sizeof(float));
+  }
+  scratch.resize(2 * d.block * d.T);
+  for (int64_t h = kv * d.G(); h < (kv + 1) * d.G(); ++h) {
+    const int64_t q_off = (b * d.S * d.H + h) * d.Dh;
+    for (int64_t s0 = 0; s0 < d.S; s0 += d.block) {
+      const int64_t n = std::min(d.block, d.S - s0), seen = d.seen(s0, n);
+      const int64_t off = q_off + s0 * d.q_ld();
+      float* p = scratch.data();
+      float* dscores = p + d.block * d.T;
+      sgemm(CblasNoTrans, CblasTrans, n, seen, d.Dh, scale, q + off, d.q_ld(), k_h, d.kv_ld(),
+            0.0f, p, seen);
+      sgemm(CblasNoTrans, CblasTrans, n, seen, d.Dh, 1.0f, dout + off, d.q_ld(), v_h, d.kv_ld(),
+            0.0f, dscores, seen);
+      for (int64_t i = 0; i < n; ++i) {
+        // softmax': p ⊙ (dp − Σ_t p·dp), and Σ_t p·dp = Σ_d dout·out.
+        const float* dout_i = dout + off + i * d.q_ld();
+        const float* out_i = out + off + i * d.q_ld();
+        float row_dot = 0.0f;
+        for (int64_t e = 0; e < d.Dh; ++e) row_dot += dout_i[e] * out_i[e];
+        const int64_t r = (b * d.H + h) * d.S + s0 + i;
+        const float mx = row_max[r], inv = row_inv[r];
+        const uint8_t* m = mask_row(mask, d, b, s0 + i);
+        float* p_i = p + i * seen;
+        float* ds_i = dscores + i * seen;
+        for (int64_t t = 0; t < seen; ++t) {
+          const float score = p_i[t], dp = ds_i[t];
+          const float prob = std::exp((m[t] ? score : masked) - mx) * inv;
+          const float ds = prob * (dp - row_dot) * scale;
+          p_i[t] = prob;
+          ds_i[t] = m[t] ? ds : 0.0f;
+        }
+      }
+      sgemm(CblasNoTrans, CblasNoTrans, n, d.Dh, seen, 1.0f, dscores, seen, k_h, d.kv_ld(), 0.0f,
+            dq + off, d.q_ld());
+      sgemm(CblasTrans, CblasNoTrans, seen, d.Dh, n, 1.0f, dscores, seen, q + off, d.q_ld(), 1.0f,
+            dk_h, d.kv_ld());
+      sgemm(CblasTrans, CblasNoTrans, seen, d.Dh, n, 1.0f, p, seen, dout + off, d.q_ld(), 1.0f,
+            dv_h, d.kv_ld());
+    }
+  }
+}
+
+ffi::Error shape_of(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Buffer<ffi::F32>& v,
+                    ffi::Buffer<ffi::PRED>& mask, bool causal, int64_t block, Shape* d) {
+  auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions(), md = mask.dimensions();
+  if (qd.size() != 4 || kd.size() != 4 || vd.size() != 4 || md.size() != 3) {
+    return ffi::Error::InvalidArgument("attention: q, k, v must be rank 4 and the mask rank 3");
+  }
+  *d = Shape{qd[0], qd[1], kd[1], qd[2], kd[2], qd[3], block, causal, md[0] == 1};
+  bool ok = kd[0] == d->B && kd[3] == d->Dh && d->K > 0 && d->H % d->K == 0 && block > 0;
+  for (int i = 0; i < 4; ++i) ok = ok && vd[i] == kd[i];
+  ok = ok && (md[0] == d->B || md[0] == 1) && md[1] == d->S && md[2] == d->T && (!causal || d->S == d->T);
+  if (!ok) {
+    return ffi::Error::InvalidArgument(
+        "attention: expected q B×S×H×Dh, k and v B×T×K×Dh with K dividing H, mask B×S×T or "
+        "1×S×T, "
+        "and S = T when causal");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                   ffi::Buffer<ffi::PRED> mask, bool causal, int64_t block, int64_t threads,
+                   ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> row_max,
+                   ffi::ResultBuffer<ffi::F32> row_inv) {
+  Shape d;
+  if (ffi::Error error = shape_of(q, k, v, mask, causal, block, &d); error.failure()) return error;
+  parallel_for(d.B * d.K, threads, [&](int64_t task) {
+    thread_local std::vector<float> probs;
+    forward_task(d, q.typed_data(), k.typed_data(), v.typed_data(), mask.typed_data(),
+                 out->typed_data(), row_max->typed_data(), row_inv->typed_data(), task / d.K,
+                 task % d.K, probs);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                    ffi::Buffer<ffi::PRED> mask, ffi::Buffer<ffi::F32> out,
+                    ffi::Buffer<ffi::F32> row_max, ffi::Buffer<ffi::F32> row_inv,
+                    ffi::Buffer<ffi::F32> dout, bool causal, int64_t block, int64_t threads,
+                    ffi::ResultBuffer<ffi::F32> dq, ffi::ResultBuffer<ffi::F32> dk,
+                    ffi::ResultBuffer<ffi::F32> dv) {
+  Shape d;
+  if (ffi::Error error = shape_of(q, k, v, mask, causal, block, &d); error.failure()) return error;
+  parallel_for(d.B * d.K, threads, [&](int64_t task) {
+    thread_local std::vector<float> scratch;
+    backward_task(d, q.typed_data(), k.typed_data(), v.typed_data(), mask.typed_data(),
+                  out.typed_data(), row_max.typed_data(), row_inv.typed_data(),
+                  dout.typed_data(), dq->typed_data(), dk->typed_data(), dv->typed_data(),
+                  task / d.K, task % d.K, scratch);
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FinelineAttentionForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Attr<bool>("causal")
+                                  .Attr<int64_t>("block")
+                                  .Attr<int64_t>("threads")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FinelineAttentionBackward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("causal")
+                                  .Attr<int64_t>("block")
+                                  .Attr<int64_t>("threads")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
