@@ -93,3 +93,14 @@ def test_a_failed_build_falls_back_to_xla_with_a_warning(monkeypatch, tmp_path, 
     monkeypatch.undo()
     cpu_attention.available.cache_clear()
     assert cpu_attention.available()
+
+
+def test_packed_rows_of_several_sequences():
+  """Scoring packs sequences into one row: blocks skip the keys of the sequences before."""
+  S = 3 * cpu_attention.BLOCK
+  segments_BxS = np.repeat(np.array([[1, 2, 3, 3], [1, 1, 2, 0]]), S // 4, axis=1)
+  index = np.arange(S)
+  mask_BxSxT = ((segments_BxS[:, :, None] == segments_BxS[:, None, :])
+                & (index[:, None] >= index[None, :]) & (segments_BxS[:, None, :] > 0))
+  q, k, v, dout = _operands(2, S, S, 4, 2)
+  _assert_same(q, k, v, jnp.asarray(mask_BxSxT), dout, True)

@@ -1,11 +1,12 @@
 // Masked softmax attention on the CPU, forward and backward, as XLA FFI handlers.
 //
 // Layouts are the model's own: q, out B×S×H×Dh; k, v B×T×K×Dh (K key/value heads, each
-// shared by G = H / K query heads); mask B×S×T or 1×S×T. Every (b, key/value head) pair is one task,
-// so a task owns its rows of dk and dv. A task walks its query heads in blocks of `block`
-// rows; with `causal` (the mask hides every key after the query's own index, S = T) a
-// block scores only the keys up to its last row. The blocks' products are single-threaded
-// BLAS calls on strided views (no transposed copies), the tasks spread over `threads`.
+// shared by G = H / K query heads); mask B×S×T or 1×S×T. Every (b, key/value head) pair is
+// one task, so a task owns its rows of dk and dv. A task walks its query heads in blocks of
+// `block` rows. A block scores only the keys from the first any of its rows sees, and with
+// `causal` (the mask hides every key after the query's own index, S = T) only up to its
+// last row. The blocks' products are single-threaded BLAS calls on strided views (no
+// transposed copies), the tasks spread over `threads`.
 //
 // The forward keeps each row's max score and 1 / Σ exp, so the backward recomputes the
 // probabilities block by block instead of storing B×H×S×T of them. Masked scores are the
@@ -37,7 +38,6 @@ struct Shape {
   int64_t G() const { return H / K; }
   int64_t q_ld() const { return H * Dh; }   // row stride of one head's S×Dh view
   int64_t kv_ld() const { return K * Dh; }  // row stride of one head's T×Dh view
-  int64_t seen(int64_t s0, int64_t n) const { return causal ? s0 + n : T; }
 };
 
 void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, float alpha,
@@ -64,6 +64,27 @@ const uint8_t* mask_row(const bool* mask, const Shape& d, int64_t b, int64_t s) 
   return reinterpret_cast<const uint8_t*>(mask) + ((d.shared_mask ? 0 : b) * d.S + s) * d.T;
 }
 
+// Key slots [first, first + count) of the query block [s0, s0 + n): up to its last row when
+// causal, and from the first slot any of its rows sees (a packed row holds several
+// sequences). A block with a row that sees nothing keeps every slot, over which that row
+// attends uniformly. The slots left out have probability exactly 0.
+struct Keys {
+  int64_t first, count;
+};
+
+Keys keys_of_block(const Shape& d, const bool* mask, int64_t b, int64_t s0, int64_t n) {
+  const int64_t end = d.causal ? s0 + n : d.T;
+  int64_t first = end;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* m = mask_row(mask, d, b, s0 + i);
+    int64_t t = 0;
+    while (t < end && !m[t]) ++t;
+    if (t == end) return {0, end};
+    first = std::min(first, t);
+  }
+  return {first, end - first};
+}
+
 void forward_task(const Shape& d, const float* q, const float* k, const float* v,
                   const bool* mask, float* out, float* row_max, float* row_inv, int64_t b,
                   int64_t kv, std::vector<float>& probs) {
@@ -74,13 +95,14 @@ void forward_task(const Shape& d, const float* q, const float* k, const float* v
   for (int64_t h = kv * d.G(); h < (kv + 1) * d.G(); ++h) {
     const int64_t q_off = (b * d.S * d.H + h) * d.Dh;
     for (int64_t s0 = 0; s0 < d.S; s0 += d.block) {
-      const int64_t n = std::min(d.block, d.S - s0), seen = d.seen(s0, n);
+      const int64_t n = std::min(d.block, d.S - s0);
+      const auto [first, seen] = keys_of_block(d, mask, b, s0, n);
       float* p = probs.data();
       sgemm(CblasNoTrans, CblasTrans, n, seen, d.Dh, scale, q + q_off + s0 * d.q_ld(), d.q_ld(),
-            k_h, d.kv_ld(), 0.0f, p, seen);
+            k_h + first * d.kv_ld(), d.kv_ld(), 0.0f, p, seen);
       for (int64_t i = 0; i < n; ++i) {
         float* row = p + i * seen;
-        const uint8_t* m = mask_row(mask, d, b, s0 + i);
+        const uint8_t* m = mask_row(mask, d, b, s0 + i) + first;
         float mx = masked;
         for (int64_t t = 0; t < seen; ++t) {
           const float score = row[t];
@@ -98,7 +120,8 @@ void forward_task(const Shape& d, const float* q, const float* k, const float* v
         row_max[(b * d.H + h) * d.S + s0 + i] = mx;
         row_inv[(b * d.H + h) * d.S + s0 + i] = inv;
       }
-      sgemm(CblasNoTrans, CblasNoTrans, n, d.Dh, seen, 1.0f, p, seen, v_h, d.kv_ld(), 0.0f,
+      sgemm(CblasNoTrans, CblasNoTrans, n, d.Dh, seen, 1.0f, p, seen, v_h + first * d.kv_ld(),
+            d.kv_ld(), 0.0f,
             out + q_off + s0 * d.q_ld(), d.q_ld());
     }
   }
@@ -120,14 +143,15 @@ void backward_task(const Shape& d, const float* q, const float* k, const float* 
   for (int64_t h = kv * d.G(); h < (kv + 1) * d.G(); ++h) {
     const int64_t q_off = (b * d.S * d.H + h) * d.Dh;
     for (int64_t s0 = 0; s0 < d.S; s0 += d.block) {
-      const int64_t n = std::min(d.block, d.S - s0), seen = d.seen(s0, n);
-      const int64_t off = q_off + s0 * d.q_ld();
+      const int64_t n = std::min(d.block, d.S - s0);
+      const auto [first, seen] = keys_of_block(d, mask, b, s0, n);
+      const int64_t off = q_off + s0 * d.q_ld(), kv_first = first * d.kv_ld();
       float* p = scratch.data();
       float* dscores = p + d.block * d.T;
-      sgemm(CblasNoTrans, CblasTrans, n, seen, d.Dh, scale, q + off, d.q_ld(), k_h, d.kv_ld(),
-            0.0f, p, seen);
-      sgemm(CblasNoTrans, CblasTrans, n, seen, d.Dh, 1.0f, dout + off, d.q_ld(), v_h, d.kv_ld(),
-            0.0f, dscores, seen);
+      sgemm(CblasNoTrans, CblasTrans, n, seen, d.Dh, scale, q + off, d.q_ld(), k_h + kv_first,
+            d.kv_ld(), 0.0f, p, seen);
+      sgemm(CblasNoTrans, CblasTrans, n, seen, d.Dh, 1.0f, dout + off, d.q_ld(), v_h + kv_first,
+            d.kv_ld(), 0.0f, dscores, seen);
       for (int64_t i = 0; i < n; ++i) {
         // softmax': p ⊙ (dp − Σ_t p·dp), and Σ_t p·dp = Σ_d dout·out.
         const float* dout_i = dout + off + i * d.q_ld();
@@ -136,7 +160,7 @@ void backward_task(const Shape& d, const float* q, const float* k, const float* 
         for (int64_t e = 0; e < d.Dh; ++e) row_dot += dout_i[e] * out_i[e];
         const int64_t r = (b * d.H + h) * d.S + s0 + i;
         const float mx = row_max[r], inv = row_inv[r];
-        const uint8_t* m = mask_row(mask, d, b, s0 + i);
+        const uint8_t* m = mask_row(mask, d, b, s0 + i) + first;
         float* p_i = p + i * seen;
         float* ds_i = dscores + i * seen;
         for (int64_t t = 0; t < seen; ++t) {
@@ -147,12 +171,12 @@ void backward_task(const Shape& d, const float* q, const float* k, const float* 
           ds_i[t] = m[t] ? ds : 0.0f;
         }
       }
-      sgemm(CblasNoTrans, CblasNoTrans, n, d.Dh, seen, 1.0f, dscores, seen, k_h, d.kv_ld(), 0.0f,
-            dq + off, d.q_ld());
+      sgemm(CblasNoTrans, CblasNoTrans, n, d.Dh, seen, 1.0f, dscores, seen, k_h + kv_first,
+            d.kv_ld(), 0.0f, dq + off, d.q_ld());
       sgemm(CblasTrans, CblasNoTrans, seen, d.Dh, n, 1.0f, dscores, seen, q + off, d.q_ld(), 1.0f,
-            dk_h, d.kv_ld());
+            dk_h + kv_first, d.kv_ld());
       sgemm(CblasTrans, CblasNoTrans, seen, d.Dh, n, 1.0f, p, seen, dout + off, d.q_ld(), 1.0f,
-            dv_h, d.kv_ld());
+            dv_h + kv_first, d.kv_ld());
     }
   }
 }
