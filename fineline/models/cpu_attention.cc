@@ -2,11 +2,12 @@
 //
 // Layouts are the model's own: q, out B×S×H×Dh; k, v B×T×K×Dh (K key/value heads, each
 // shared by G = H / K query heads); mask B×S×T or 1×S×T. Every (b, key/value head) pair is
-// one task, so a task owns its rows of dk and dv. A task walks its query heads in blocks of
-// `block` rows. A block scores only the keys from the first any of its rows sees, and with
-// `causal` (the mask hides every key after the query's own index, S = T) only up to its
-// last row. The blocks' products are single-threaded BLAS calls on strided views (no
-// transposed copies), the tasks spread over `threads`.
+// one task, so a task owns its rows of dk and dv. A task walks the queries in blocks of
+// `block` rows, each block through its G query heads. A block scores only the keys from
+// the first any of its rows sees, and with `causal` (the mask hides every key after the
+// query's own index, S = T) only up to its last row. The blocks' products are
+// single-threaded BLAS calls on strided views (no transposed copies), the tasks spread over
+// `threads`.
 //
 // The forward keeps each row's max score and 1 / Σ exp, so the backward recomputes the
 // probabilities block by block instead of storing B×H×S×T of them. Masked scores are the
@@ -92,11 +93,11 @@ void forward_task(const Shape& d, const float* q, const float* k, const float* v
   const float* k_h = k + (b * d.T * d.K + kv) * d.Dh;
   const float* v_h = v + (b * d.T * d.K + kv) * d.Dh;
   probs.resize(d.block * d.T);
-  for (int64_t h = kv * d.G(); h < (kv + 1) * d.G(); ++h) {
-    const int64_t q_off = (b * d.S * d.H + h) * d.Dh;
-    for (int64_t s0 = 0; s0 < d.S; s0 += d.block) {
-      const int64_t n = std::min(d.block, d.S - s0);
-      const auto [first, seen] = keys_of_block(d, mask, b, s0, n);
+  for (int64_t s0 = 0; s0 < d.S; s0 += d.block) {
+    const int64_t n = std::min(d.block, d.S - s0);
+    const auto [first, seen] = keys_of_block(d, mask, b, s0, n);
+    for (int64_t h = kv * d.G(); h < (kv + 1) * d.G(); ++h) {
+      const int64_t q_off = (b * d.S * d.H + h) * d.Dh;
       float* p = probs.data();
       sgemm(CblasNoTrans, CblasTrans, n, seen, d.Dh, scale, q + q_off + s0 * d.q_ld(), d.q_ld(),
             k_h + first * d.kv_ld(), d.kv_ld(), 0.0f, p, seen);
@@ -121,8 +122,7 @@ void forward_task(const Shape& d, const float* q, const float* k, const float* v
         row_inv[(b * d.H + h) * d.S + s0 + i] = inv;
       }
       sgemm(CblasNoTrans, CblasNoTrans, n, d.Dh, seen, 1.0f, p, seen, v_h + first * d.kv_ld(),
-            d.kv_ld(), 0.0f,
-            out + q_off + s0 * d.q_ld(), d.q_ld());
+            d.kv_ld(), 0.0f, out + q_off + s0 * d.q_ld(), d.q_ld());
     }
   }
 }
@@ -140,12 +140,12 @@ void backward_task(const Shape& d, const float* q, const float* k, const float* 
     std::memset(dv_h + t * d.kv_ld(), 0, d.Dh * sizeof(float));
   }
   scratch.resize(2 * d.block * d.T);
-  for (int64_t h = kv * d.G(); h < (kv + 1) * d.G(); ++h) {
-    const int64_t q_off = (b * d.S * d.H + h) * d.Dh;
-    for (int64_t s0 = 0; s0 < d.S; s0 += d.block) {
-      const int64_t n = std::min(d.block, d.S - s0);
-      const auto [first, seen] = keys_of_block(d, mask, b, s0, n);
-      const int64_t off = q_off + s0 * d.q_ld(), kv_first = first * d.kv_ld();
+  for (int64_t s0 = 0; s0 < d.S; s0 += d.block) {
+    const int64_t n = std::min(d.block, d.S - s0);
+    const auto [first, seen] = keys_of_block(d, mask, b, s0, n);
+    const int64_t kv_first = first * d.kv_ld();
+    for (int64_t h = kv * d.G(); h < (kv + 1) * d.G(); ++h) {
+      const int64_t off = (b * d.S * d.H + h) * d.Dh + s0 * d.q_ld();
       float* p = scratch.data();
       float* dscores = p + d.block * d.T;
       sgemm(CblasNoTrans, CblasTrans, n, seen, d.Dh, scale, q + off, d.q_ld(), k_h + kv_first,
