@@ -254,8 +254,6 @@ def _score_packed(model, params, tokens_BxL, positions_BxL, segments_BxL, branch
   hidden_BxLxD = model.apply({"params": params}, tokens_BxL, positions_BxL, return_hidden=True,
                              attention_mask_BxSxT=mask_BxLxL)
   hidden_NxD = hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1])
-  # The model's own head: in its activation dtype, logits in float32.
-  head_DxV = llama.lm_head_weights(params, model.cfg).astype(hidden_NxD.dtype)
 
   def step(c, carry):
     logprobs_N, greedy_N = carry
@@ -263,8 +261,10 @@ def _score_packed(model, params, tokens_BxL, positions_BxL, segments_BxL, branch
     targets_C = jax.lax.dynamic_slice_in_dim(targets_N, c * chunk, chunk)
     hidden_CxD = nn.with_logical_constraint(jnp.take(hidden_NxD, gather_C, axis=0),
                                             ("batch", "embed"))
-    logits_CxV = nn.with_logical_constraint((hidden_CxD @ head_DxV).astype(jnp.float32),
-                                            ("batch", "vocab"))
+    # The model's own head, in its activation dtype; logits in float32.
+    logits_CxV = nn.with_logical_constraint(
+        llama.lm_head_logits(hidden_CxD, params, model.cfg).astype(jnp.float32),
+        ("batch", "vocab"))
     # log_softmax and argmax (its first maximum, as torch's) at the targets only.
     max_Cx1 = jnp.max(logits_CxV, axis=-1, keepdims=True)
     target_C = jnp.take_along_axis(logits_CxV, targets_C[:, None], axis=-1)[:, 0] - max_Cx1[:, 0]

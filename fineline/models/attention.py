@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fineline.models import cpu_attention
+from fineline.models import native
 from fineline.models.config import LlamaConfig
 
 # Longest context whose rotary tables are embedded in the program (8 MiB at Dh = 128).
@@ -98,7 +99,7 @@ def attend(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, impl: str, causal: bo
   if impl != "dot":
     return jax.nn.dot_product_attention(
         q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=mask_BxSxT[:, None], implementation=impl)
-  if cpu_attention.applies(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh):
+  if native.applies(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh):
     return cpu_attention.attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT.astype(bool),
                                    causal)
   return dot_attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, causal)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fineline.models import attention
+from fineline.models.matmul import matmul
 from fineline.models.config import LlamaConfig
 
 Cache = dict[str, Any]  # {"k": [L]×B×T×K×Dh (or L×B×T×K×Dh when scanned), "v": same, "end": B}
@@ -73,7 +74,7 @@ class Attention(nn.Module):
     # the operands of the B×S×H×Dh einsums' weight gradients, not those of plain matmuls.
     B, S = x_BxSxD.shape[:2]
     x_NxD = x_BxSxD.reshape(B * S, D)
-    project = lambda w_DxHxDh: (x_NxD @ w_DxHxDh.reshape(D, -1).astype(dt)).reshape(
+    project = lambda w_DxHxDh: matmul(x_NxD, w_DxHxDh.reshape(D, -1).astype(dt)).reshape(
         B, S, w_DxHxDh.shape[1], Dh)
     q_BxSxHxDh, k_BxSxKxDh, v_BxSxKxDh = project(wq), project(wk), project(wv)
     q_BxSxHxDh = nn.with_logical_constraint(q_BxSxHxDh, ("batch", "length", "heads", "head_dim"))
@@ -92,8 +93,8 @@ class Attention(nn.Module):
     out_BxSxHxDh = attention.attend(q_BxSxHxDh, keys.astype(dt), values.astype(dt), mask_BxSxT,
                                     cfg.attention_impl, causal=kv is None)
     out_BxSxHxDh = nn.with_logical_constraint(out_BxSxHxDh, ("batch", "length", "heads", "head_dim"))
-    out_BxSxD = (out_BxSxHxDh.reshape(B * S, H * Dh) @ wo.reshape(H * Dh, D).astype(dt)).reshape(
-        B, S, D)
+    out_BxSxD = matmul(out_BxSxHxDh.reshape(B * S, H * Dh), wo.reshape(H * Dh, D).astype(dt))
+    out_BxSxD = out_BxSxD.reshape(B, S, D)
     return out_BxSxD, new_kv
 
 
@@ -112,12 +113,15 @@ class MLP(nn.Module):
 
 
 def _swiglu_forward(x_BxSxD, gate_DxF, up_DxF, down_FxD):
-  g_BxSxF = x_BxSxD @ gate_DxF
-  u_BxSxF = x_BxSxD @ up_DxF
+  B, S, D = x_BxSxD.shape
+  x_NxD = x_BxSxD.reshape(B * S, D)
+  g_BxSxF = matmul(x_NxD, gate_DxF).reshape(B, S, -1)
+  u_BxSxF = matmul(x_NxD, up_DxF).reshape(B, S, -1)
   sig_BxSxF = jax.nn.sigmoid(g_BxSxF)
   h_BxSxF = g_BxSxF * sig_BxSxF * u_BxSxF
   h_BxSxF = nn.with_logical_constraint(h_BxSxF, ("batch", "length", "mlp"))
-  return h_BxSxF @ down_FxD, (g_BxSxF, sig_BxSxF, u_BxSxF, h_BxSxF)
+  y_BxSxD = matmul(h_BxSxF.reshape(B * S, -1), down_FxD).reshape(B, S, D)
+  return y_BxSxD, (g_BxSxF, sig_BxSxF, u_BxSxF, h_BxSxF)
 
 
 @jax.custom_vjp
@@ -140,12 +144,13 @@ def _swiglu_bwd(residuals, dy_BxSxD):
   flat = lambda a: a.reshape(B * S, a.shape[-1])
   x_NxD, dy_NxD, g_NxF, sig_NxF, u_NxF = map(flat, (x_BxSxD, dy_BxSxD, g_BxSxF, sig_BxSxF,
                                                     u_BxSxF))
-  dh_NxF = dy_NxD @ down_FxD.T
+  dh_NxF = matmul(dy_NxD, down_FxD, transpose_b=True)
   du_NxF = dh_NxF * (g_NxF * sig_NxF)
   dg_NxF = dh_NxF * u_NxF * sig_NxF * (1 + g_NxF * (1 - sig_NxF))  # silu' = σ(1 + g(1 − σ))
-  dx_NxD = dg_NxF @ gate_DxF.T + du_NxF @ up_DxF.T
-  return (dx_NxD.reshape(B, S, D).astype(x_BxSxD.dtype), x_NxD.T @ dg_NxF, x_NxD.T @ du_NxF,
-          flat(h_BxSxF).T @ dy_NxD)
+  dx_NxD = matmul(dg_NxF, gate_DxF, transpose_b=True) + matmul(du_NxF, up_DxF, transpose_b=True)
+  return (dx_NxD.reshape(B, S, D).astype(x_BxSxD.dtype),
+          matmul(x_NxD, dg_NxF, transpose_a=True), matmul(x_NxD, du_NxF, transpose_a=True),
+          matmul(flat(h_BxSxF), dy_NxD, transpose_a=True))
 
 
 _swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
@@ -260,11 +265,13 @@ class Llama(nn.Module):
       if cache is None:
         return x_BxSxD
       return x_BxSxD, self._advance(cache, new_k, new_v, lengths_B, B, S)
+    x_NxD = x_BxSxD.reshape(B * S, -1)
     if cfg.tie_embeddings:
-      logits_BxSxV = x_BxSxD @ embedding_VxD.astype(dt).T
+      logits_NxV = matmul(x_NxD, embedding_VxD.astype(dt), transpose_b=True)
     else:
       head_DxV = self.param("lm_head", _init(("embed", "vocab")), (cfg.hidden_size, cfg.vocab_size), pdt)
-      logits_BxSxV = x_BxSxD @ head_DxV.astype(dt)
+      logits_NxV = matmul(x_NxD, head_DxV.astype(dt))
+    logits_BxSxV = logits_NxV.reshape(B, S, -1)
     logits_BxSxV = nn.with_logical_constraint(logits_BxSxV.astype(jnp.float32),
                                               ("batch", "length", "vocab"))
     if cache is None:
@@ -284,6 +291,14 @@ def _cache_slots(cache: Cache, cfg: LlamaConfig) -> int:
 def lm_head_weights(params, cfg: LlamaConfig) -> jax.Array:
   """The D×V output projection: `lm_head`, or the transposed embedding when tied."""
   return params["embedding"].T if cfg.tie_embeddings else params["lm_head"]
+
+
+def lm_head_logits(x_NxD, params, cfg: LlamaConfig) -> jax.Array:
+  """x_NxD · `lm_head_weights` in x's dtype, reading a tied embedding in place (no
+  transposed V×D copy)."""
+  if cfg.tie_embeddings:
+    return matmul(x_NxD, params["embedding"].astype(x_NxD.dtype), transpose_b=True)
+  return matmul(x_NxD, params["lm_head"].astype(x_NxD.dtype))
 
 
 def init_cache(cfg: LlamaConfig, batch: int, max_slots: int, dtype=None) -> Cache:

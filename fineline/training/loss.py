@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fineline.models import llama
+from fineline.models.matmul import matmul
 
 # Sequence positions per chunk: B×chunk×V float32 logits are alive at a time.
 DEFAULT_CHUNK = 128
@@ -52,8 +53,9 @@ def next_token_loss(params, batch, *, model, z_loss: float = 0.0, chunk: int = D
 
 def _chunk_terms(x_BxCxD, head_DxV, targets_BxC, scaled_BxC, z_loss, with_grad):
   """Loss terms of one chunk, and its gradients w.r.t. the chunk's hidden states and the head."""
-  logits_BxCxV = jnp.einsum("bcd,dv->bcv", x_BxCxD, head_DxV,
-                            preferred_element_type=jnp.float32)
+  B, C, D = x_BxCxD.shape
+  x_NxD = x_BxCxD.reshape(B * C, D)
+  logits_BxCxV = matmul(x_NxD, head_DxV, preferred_element_type=jnp.float32).reshape(B, C, -1)
   lse_BxC = jax.nn.logsumexp(logits_BxCxV, axis=-1)
   # Gathers and a scatter on the targets, never a B×C×V one-hot.
   target_logit_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
@@ -64,14 +66,12 @@ def _chunk_terms(x_BxCxD, head_DxV, targets_BxC, scaled_BxC, z_loss, with_grad):
   # d/dlogits of w·(lse − logit_t + z·lse²) = w·(1 + 2z·lse)·softmax − w·onehot.
   coef_BxC = scaled_BxC * (1.0 + 2.0 * z_loss * lse_BxC)
   dlogits_BxCxV = jnp.exp(logits_BxCxV - lse_BxC[..., None]) * coef_BxC[..., None]
-  B, C = targets_BxC.shape
   dlogits_BxCxV = dlogits_BxCxV.at[jnp.arange(B)[:, None], jnp.arange(C)[None, :],
                                    targets_BxC].add(-scaled_BxC, mode="promise_in_bounds")
-  dlogits_BxCxV = dlogits_BxCxV.astype(head_DxV.dtype)
-  dx_BxCxD = jnp.einsum("bcv,dv->bcd", dlogits_BxCxV, head_DxV,
-                        preferred_element_type=jnp.float32)
-  dhead_DxV = jnp.einsum("bcd,bcv->dv", x_BxCxD, dlogits_BxCxV,
-                         preferred_element_type=jnp.float32)
+  dlogits_NxV = dlogits_BxCxV.astype(head_DxV.dtype).reshape(B * C, -1)
+  dx_BxCxD = matmul(dlogits_NxV, head_DxV, transpose_b=True,
+                    preferred_element_type=jnp.float32).reshape(B, C, D)
+  dhead_DxV = matmul(x_NxD, dlogits_NxV, transpose_a=True, preferred_element_type=jnp.float32)
   return ce_sum, z_sum, dx_BxCxD, dhead_DxV
 
 

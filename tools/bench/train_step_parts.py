@@ -5,8 +5,8 @@ two sides timed alternately in this one process:
   head    embedding, final norm, LM head and cross-entropy (the model with no layers)
   body    the layers and final norm (hidden states, no head), gradients of every weight
   attention  the attention core of one layer (causal, B×S×H×Dh), gradients of q, k, v: the
-             model's own path (on the CPU the native kernel; FINELINE_NATIVE_ATTENTION=0
-             times XLA's)
+             model's own path (on the CPU the native kernel; FINELINE_NATIVE=0 times
+             XLA's paths throughout)
 Prints min / median milliseconds of each side and the ratio of medians (with `--json`,
 one JSON object).
 
