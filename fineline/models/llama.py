@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fineline.models import attention
-from fineline.models.matmul import matmul
 from fineline.models.config import LlamaConfig
+from fineline.models.matmul import matmul
 
 Cache = dict[str, Any]  # {"k": [L]×B×T×K×Dh (or L×B×T×K×Dh when scanned), "v": same, "end": B}
 
@@ -265,13 +265,11 @@ class Llama(nn.Module):
       if cache is None:
         return x_BxSxD
       return x_BxSxD, self._advance(cache, new_k, new_v, lengths_B, B, S)
-    x_NxD = x_BxSxD.reshape(B * S, -1)
-    if cfg.tie_embeddings:
-      logits_NxV = matmul(x_NxD, embedding_VxD.astype(dt), transpose_b=True)
-    else:
-      head_DxV = self.param("lm_head", _init(("embed", "vocab")), (cfg.hidden_size, cfg.vocab_size), pdt)
-      logits_NxV = matmul(x_NxD, head_DxV.astype(dt))
-    logits_BxSxV = logits_NxV.reshape(B, S, -1)
+    head = {"embedding": embedding_VxD}
+    if not cfg.tie_embeddings:
+      head["lm_head"] = self.param("lm_head", _init(("embed", "vocab")),
+                                   (cfg.hidden_size, cfg.vocab_size), pdt)
+    logits_BxSxV = lm_head_logits(x_BxSxD.reshape(B * S, -1), head, cfg).reshape(B, S, -1)
     logits_BxSxV = nn.with_logical_constraint(logits_BxSxV.astype(jnp.float32),
                                               ("batch", "length", "vocab"))
     if cache is None:
