@@ -18,7 +18,7 @@ def _xla_matmul(a, b, transpose_a, transpose_b):
   return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
-@pytest.mark.parametrize("M,K,N", [(3, 5, 7), (300, 64, 170), (96, 520, 40)],
+@pytest.mark.parametrize("M,K,N", [(9, 5, 7), (300, 64, 170), (96, 520, 40)],
                          ids=["one-thread", "split-rows", "split-columns"])
 @pytest.mark.parametrize("transpose_a,transpose_b", list(itertools.product((False, True), repeat=2)))
 def test_values_and_gradients_match_xla(M, K, N, transpose_a, transpose_b):
@@ -35,11 +35,12 @@ def test_values_and_gradients_match_xla(M, K, N, transpose_a, transpose_b):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(K), err_msg=name)
 
 
-def test_float32_runs_the_kernel_and_bfloat16_runs_xla():
+def test_float32_runs_the_kernel_and_bfloat16_or_a_single_row_runs_xla():
   a = jnp.ones((8, 4))
   hlo = lambda x: jax.jit(lambda x: matmul(x, x, transpose_b=True)).lower(x).as_text()
   assert "FinelineMatmul" in hlo(a)
   assert "FinelineMatmul" not in hlo(a.astype(jnp.bfloat16))
+  assert "FinelineMatmul" not in hlo(a[:1])
   c = matmul(a.astype(jnp.bfloat16), a.astype(jnp.bfloat16), transpose_b=True,
              preferred_element_type=jnp.float32)
   assert c.dtype == jnp.float32 and c.shape == (8, 8)

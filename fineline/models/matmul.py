@@ -14,11 +14,16 @@ import numpy as np
 
 from fineline.models import native
 
+# Products with fewer rows (decode steps of a few sequences) stay with XLA, whose
+# matrix-vector path is faster there.
+_MIN_NATIVE_ROWS = 8
+
 
 def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False,
            preferred_element_type=None):
   """op(a) @ op(b): a M×K (K×M when transposed), b K×N (N×K when transposed)."""
-  if native.applies(a, b):
+  rows = a.shape[1] if transpose_a else a.shape[0]
+  if rows >= _MIN_NATIVE_ROWS and native.applies(a, b):
     return _native(a, b, transpose_a, transpose_b)
   dims = (((0 if transpose_a else 1,), (1 if transpose_b else 0,)), ((), ()))
   return jax.lax.dot_general(a, b, dims, preferred_element_type=preferred_element_type)
