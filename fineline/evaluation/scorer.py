@@ -228,9 +228,10 @@ def _jitted(cfg_json: str, replicated) -> _Functions:
 
 
 def _score_compiler_options():
-  """On CPU, XLA's Eigen matmuls in place of its default YNNPACK ones: on the scoring
-  forward's shapes (thousands of tokens × the model width) they run 7–20% faster here, in
-  interleaved runs of the same calls; YNNPACK's elementwise fusions brought no gain."""
+  """On CPU, XLA's Eigen matmuls in place of its default YNNPACK ones, for the products the
+  native kernels do not take (`fineline.models.native`): on the scoring forward's shapes
+  (thousands of tokens × the model width) they ran 7–20% faster here, in interleaved runs of
+  the same calls; YNNPACK's elementwise fusions brought no gain."""
   return {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else None
 
 
