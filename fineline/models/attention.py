@@ -6,10 +6,11 @@ G = H // K, Dh head dim.
 The rotary tables and the attention mask depend only on positions, so the model builds
 them once per call (`rope_tables`, `causal_mask`) and every layer reuses them.
 
-`attend`'s "dot" path runs the native kernel (`cpu_attention`) for float32 on the CPU
-where it builds, else `dot_attention`: XLA's dot-product attention, used in tests, with a
-hand-written backward: differentiated automatically, XLA:CPU fused the score-gradient
-matmul into the softmax-backward loop, which then cost more than the whole forward pass.
+`attend`'s "dot" path runs the native kernel (`cpu_attention`) where `native.applies`
+(float32 on one CPU device, the kernels built), else `dot_attention`: XLA's dot-product
+attention, used in tests, with a hand-written backward: differentiated automatically,
+XLA:CPU fused the score-gradient matmul into the softmax-backward loop, which then cost
+more than the whole forward pass.
 Without a cache the mask is causal by index, so it scores each block of queries against
 the keys up to the block's end only.
 """
