@@ -1,5 +1,6 @@
 """The model's matrix products: the native kernel's values and gradients against XLA's dot."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -44,3 +45,20 @@ def test_float32_runs_the_kernel_and_bfloat16_or_a_single_row_runs_xla():
   c = matmul(a.astype(jnp.bfloat16), a.astype(jnp.bfloat16), transpose_b=True,
              preferred_element_type=jnp.float32)
   assert c.dtype == jnp.float32 and c.shape == (8, 8)
+
+
+def test_remat_policies_that_save_dots_save_native_products():
+  """A custom call is no dot to `checkpoint_dots`: the model's policies save native products
+  by name, so only full remat recomputes them in the backward pass."""
+  from fineline.models import llama, presets  # pylint: disable=import-outside-toplevel
+  tokens = jnp.zeros((2, 16), jnp.int32)
+
+  def native_products(policy):
+    cfg = dataclasses.replace(presets.get_preset("tiny"), remat_policy=policy)
+    model = llama.Llama(cfg)
+    params = llama.init_params(cfg, jax.random.key(0))
+    grad = jax.grad(lambda p: model.apply({"params": p}, tokens).sum())
+    return jax.jit(grad).lower(params).as_text().count("FinelineMatmul")
+
+  none, dots, full = (native_products(p) for p in ("none", "dots", "full"))
+  assert none == dots < full

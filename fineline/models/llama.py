@@ -24,7 +24,7 @@ import numpy as np
 
 from fineline.models import attention
 from fineline.models.config import LlamaConfig
-from fineline.models.matmul import matmul
+from fineline.models.matmul import NATIVE_NAME, matmul
 
 Cache = dict[str, Any]  # {"k": [L]×B×T×K×Dh (or L×B×T×K×Dh when scanned), "v": same, "end": B}
 
@@ -182,10 +182,13 @@ class _ScanBlock(nn.Module):
 def _remat(module_cls, cfg: LlamaConfig, **kw):
   if cfg.remat_policy == "none":
     return module_cls
+  policies = jax.checkpoint_policies
+  with_native = lambda dots: policies.save_from_both_policies(
+      dots, policies.save_only_these_names(NATIVE_NAME))
   policy = {
       "full": None,
-      "dots": jax.checkpoint_policies.checkpoint_dots,
-      "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+      "dots": with_native(policies.checkpoint_dots),
+      "dots_with_no_batch_dims": with_native(policies.checkpoint_dots_with_no_batch_dims),
   }[cfg.remat_policy]
   return nn.remat(module_cls, policy=policy, prevent_cse=not cfg.scan_layers, **kw)
 

@@ -11,9 +11,13 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from fineline.models import native
 
+# The checkpoint name of native products' outputs: remat policies that save dots save these
+# too (a custom call is not a dot to `checkpoint_dots`).
+NATIVE_NAME = "native_matmul"
 # Products with fewer rows (decode steps of a few sequences) stay with XLA, whose
 # matrix-vector path is faster there.
 _MIN_NATIVE_ROWS = 8
@@ -24,7 +28,7 @@ def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False,
   """op(a) @ op(b): a M×K (K×M when transposed), b K×N (N×K when transposed)."""
   rows = a.shape[1] if transpose_a else a.shape[0]
   if rows >= _MIN_NATIVE_ROWS and native.applies(a, b):
-    return _native(a, b, transpose_a, transpose_b)
+    return checkpoint_name(_native(a, b, transpose_a, transpose_b), NATIVE_NAME)
   dims = (((0 if transpose_a else 1,), (1 if transpose_b else 0,)), ((), ()))
   return jax.lax.dot_general(a, b, dims, preferred_element_type=preferred_element_type)
 
