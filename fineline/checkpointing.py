@@ -133,8 +133,10 @@ class PendingArray:
     self._future.set_result(array)
 
   def fail(self, error: BaseException) -> None:
-    if not self._future.done():
-      self._future.set_exception(error)
+    """Fails a leaf still to come; a leaf already written (its future dropped) stays."""
+    future = self._future
+    if future is not None and not future.done():
+      future.set_exception(error)
 
 
 class _PendingArrayHandler(ocp.type_handlers.NumpyHandler):
