@@ -2,17 +2,18 @@
 //
 // Layouts are the model's own: q, out B×S×H×Dh; k, v B×T×K×Dh (K key/value heads, each
 // shared by G = H / K query heads); mask B×S×T or 1×S×T. Every (b, key/value head) pair is
-// one task, so a task owns its rows of dk and dv. A task walks the queries in blocks of
-// `block` rows, each block through its G query heads. A block scores only the keys from
-// the first any of its rows sees, and with `causal` (the mask hides every key after the
-// query's own index, S = T) only up to its last row. The blocks' products are
+// one task, so a task owns its rows of dk and dv. A task walks the queries in blocks of at
+// most `block` rows, each block through its G query heads. A block scores only the keys
+// from the first any of its rows sees, and with `causal` (the mask hides every key after the
+// query's own index, S = T) only up to its last row; a packed row's next sequence starts a
+// new block, so its queries skip the keys of the sequences before. The blocks' products are
 // single-threaded BLAS calls on strided views (no transposed copies), the tasks spread over
 // `threads`.
 //
 // The forward keeps each row's max score and 1 / Σ exp, so the backward recomputes the
-// probabilities block by block instead of storing B×H×S×T of them. Masked scores are the
-// most negative float, as in the XLA path: a row that sees no key attends uniformly, and
-// no gradient flows through masked scores.
+// probabilities block by block instead of storing B×H×S×T of them. As in the XLA path, a
+// masked slot has probability 0, a row that sees no key attends uniformly, and no gradient
+// flows through masked scores.
 
 #include <algorithm>
 #include <atomic>
@@ -65,25 +66,55 @@ const uint8_t* mask_row(const bool* mask, const Shape& d, int64_t b, int64_t s) 
   return reinterpret_cast<const uint8_t*>(mask) + ((d.shared_mask ? 0 : b) * d.S + s) * d.T;
 }
 
-// Key slots [first, first + count) of the query block [s0, s0 + n): up to its last row when
-// causal, and from the first slot any of its rows sees (a packed row holds several
-// sequences). A block with a row that sees nothing keeps every slot, over which that row
-// attends uniformly. The slots left out have probability exactly 0.
-struct Keys {
-  int64_t first, count;
+// A block of queries [s0, s0 + n) and the key slots [first, first + seen) it scores: up to
+// its last row when causal, and from the first slot any of its rows sees. The slots left out
+// have probability exactly 0.
+struct QueryBlock {
+  int64_t s0, n, first, seen;
 };
 
-Keys keys_of_block(const Shape& d, const bool* mask, int64_t b, int64_t s0, int64_t n) {
-  const int64_t end = d.causal ? s0 + n : d.T;
-  int64_t first = end;
-  for (int64_t i = 0; i < n; ++i) {
-    const uint8_t* m = mask_row(mask, d, b, s0 + i);
-    int64_t t = 0;
-    while (t < end && !m[t]) ++t;
-    if (t == end) return {0, end};
-    first = std::min(first, t);
+// The first key slot query s sees, or -1 when it sees none.
+int64_t first_key(const Shape& d, const bool* mask, int64_t b, int64_t s) {
+  const uint8_t* m = mask_row(mask, d, b, s);
+  const int64_t end = d.causal ? s + 1 : d.T;
+  int64_t t = 0;
+  while (t < end && !m[t]) ++t;
+  return t == end ? -1 : t;
+}
+
+// The query blocks of batch row b: at most `block` rows each, and a new block wherever a
+// row's first key lies kMinSkip or more slots past its block's, as where a packed row's next
+// sequence starts: the sequence's queries then skip the keys of the ones before. A block
+// with a row that sees no key scores every slot, over which that row attends uniformly.
+constexpr int64_t kMinSkip = 16;
+
+std::vector<QueryBlock> query_blocks(const Shape& d, const bool* mask, int64_t b) {
+  std::vector<QueryBlock> blocks;
+  for (int64_t s0 = 0; s0 < d.S;) {
+    int64_t first = first_key(d, mask, b, s0), n = 1;
+    bool blind = first < 0;
+    for (; n < d.block && s0 + n < d.S; ++n) {
+      const int64_t row_first = first_key(d, mask, b, s0 + n);
+      if (!blind && row_first >= first + kMinSkip) break;
+      blind = blind || row_first < 0;
+      first = std::min(first, row_first);
+    }
+    if (blind) {
+      blocks.push_back({s0, n, 0, d.T});
+    } else {
+      blocks.push_back({s0, n, first, (d.causal ? s0 + n : d.T) - first});
+    }
+    s0 += n;
   }
-  return {first, end - first};
+  return blocks;
+}
+
+// exp(score − mx) of a visible score, 0 of a masked one, and 1 of every slot of a row that
+// sees no key (it attends uniformly). The vectorised loops evaluate exp on masked slots too,
+// on their raw scores: the most negative float there would send each such lane of glibc's
+// vector exp down its slow scalar path.
+inline float softmax_numerator(float score, bool visible, float mx, bool blind) {
+  return blind ? 1.0f : visible ? std::exp(score - mx) : 0.0f;
 }
 
 void forward_task(const Shape& d, const float* q, const float* k, const float* v,
@@ -93,9 +124,7 @@ void forward_task(const Shape& d, const float* q, const float* k, const float* v
   const float* k_h = k + (b * d.T * d.K + kv) * d.Dh;
   const float* v_h = v + (b * d.T * d.K + kv) * d.Dh;
   probs.resize(d.block * d.T);
-  for (int64_t s0 = 0; s0 < d.S; s0 += d.block) {
-    const int64_t n = std::min(d.block, d.S - s0);
-    const auto [first, seen] = keys_of_block(d, mask, b, s0, n);
+  for (const auto [s0, n, first, seen] : query_blocks(d, mask, b)) {
     for (int64_t h = kv * d.G(); h < (kv + 1) * d.G(); ++h) {
       const int64_t q_off = (b * d.S * d.H + h) * d.Dh;
       float* p = probs.data();
@@ -105,15 +134,15 @@ void forward_task(const Shape& d, const float* q, const float* k, const float* v
         float* row = p + i * seen;
         const uint8_t* m = mask_row(mask, d, b, s0 + i) + first;
         float mx = masked;
+        int64_t visible = 0;
         for (int64_t t = 0; t < seen; ++t) {
-          const float score = row[t];
-          const float x = m[t] ? score : masked;
-          row[t] = x;
-          mx = x > mx ? x : mx;
+          mx = m[t] && row[t] > mx ? row[t] : mx;
+          visible += m[t];
         }
+        const bool blind = visible == 0;  // not mx == masked: a NaN score must stay NaN
         float sum = 0.0f;
         for (int64_t t = 0; t < seen; ++t) {
-          row[t] = std::exp(row[t] - mx);
+          row[t] = softmax_numerator(row[t], m[t], mx, blind);
           sum += row[t];
         }
         const float inv = 1.0f / sum;
@@ -140,9 +169,7 @@ void backward_task(const Shape& d, const float* q, const float* k, const float* 
     std::memset(dv_h + t * d.kv_ld(), 0, d.Dh * sizeof(float));
   }
   scratch.resize(2 * d.block * d.T);
-  for (int64_t s0 = 0; s0 < d.S; s0 += d.block) {
-    const int64_t n = std::min(d.block, d.S - s0);
-    const auto [first, seen] = keys_of_block(d, mask, b, s0, n);
+  for (const auto [s0, n, first, seen] : query_blocks(d, mask, b)) {
     const int64_t kv_first = first * d.kv_ld();
     for (int64_t h = kv * d.G(); h < (kv + 1) * d.G(); ++h) {
       const int64_t off = (b * d.S * d.H + h) * d.Dh + s0 * d.q_ld();
@@ -160,12 +187,13 @@ void backward_task(const Shape& d, const float* q, const float* k, const float* 
         for (int64_t e = 0; e < d.Dh; ++e) row_dot += dout_i[e] * out_i[e];
         const int64_t r = (b * d.H + h) * d.S + s0 + i;
         const float mx = row_max[r], inv = row_inv[r];
+        const bool blind = mx == masked;  // a NaN row's inv is NaN either way
         const uint8_t* m = mask_row(mask, d, b, s0 + i) + first;
         float* p_i = p + i * seen;
         float* ds_i = dscores + i * seen;
         for (int64_t t = 0; t < seen; ++t) {
           const float score = p_i[t], dp = ds_i[t];
-          const float prob = std::exp((m[t] ? score : masked) - mx) * inv;
+          const float prob = softmax_numerator(score, m[t], mx, blind) * inv;
           const float ds = prob * (dp - row_dot) * scale;
           p_i[t] = prob;
           ds_i[t] = m[t] ? ds : 0.0f;
