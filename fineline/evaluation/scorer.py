@@ -32,6 +32,7 @@ from fineline.evaluation import generate as generate_lib
 from fineline.evaluation import packing
 from fineline.evaluation import requests as requests_lib
 from fineline.models import llama
+from fineline.models import target_logprobs
 from fineline.models.config import LlamaConfig
 
 Loglikelihood = requests_lib.Loglikelihood
@@ -263,17 +264,8 @@ def _score_packed(model, params, tokens_BxL, positions_BxL, segments_BxL, branch
     targets_C = jax.lax.dynamic_slice_in_dim(targets_N, c * chunk, chunk)
     hidden_CxD = nn.with_logical_constraint(jnp.take(hidden_NxD, gather_C, axis=0),
                                             ("batch", "embed"))
-    # The model's own head, in its activation dtype; logits in float32.
-    logits_CxV = nn.with_logical_constraint(
-        llama.lm_head_logits(hidden_CxD, params, model.cfg).astype(jnp.float32),
-        ("batch", "vocab"))
-    # log_softmax and argmax (its first maximum, as torch's) at the targets only.
-    max_Cx1 = jnp.max(logits_CxV, axis=-1, keepdims=True)
-    target_C = jnp.take_along_axis(logits_CxV, targets_C[:, None], axis=-1)[:, 0] - max_Cx1[:, 0]
-    logprob_C = target_C - jnp.log(jnp.sum(jnp.exp(logits_CxV - max_Cx1), axis=-1))
-    earlier_max_C = jnp.any((logits_CxV == max_Cx1)
-                            & (jnp.arange(logits_CxV.shape[-1])[None, :] < targets_C[:, None]), -1)
-    greedy_C = (target_C == 0) & ~earlier_max_C
+    logprob_C, greedy_C = target_logprobs.target_logprobs(hidden_CxD, params, model.cfg,
+                                                          targets_C)
     return (jax.lax.dynamic_update_slice_in_dim(logprobs_N, logprob_C, c * chunk, 0),
             jax.lax.dynamic_update_slice_in_dim(greedy_N, greedy_C, c * chunk, 0))
 

@@ -1,9 +1,9 @@
 """Native CPU kernels (`cpu_*.cc`): built on first use, registered as XLA FFI targets.
 
 On the model's float32 shapes XLA:CPU's matrix products run 10–25% slower than OpenBLAS's,
-and it adds transposed copies around batched ones, so on the CPU the model's products and
-its attention core run native code: OpenBLAS from the `scipy-openblas32` wheel, one BLAS
-thread per call, the calls spread over the cores.
+and it adds transposed copies around batched ones, so on the CPU the model's products, its
+attention core and the log-probabilities of scored targets run native code: OpenBLAS from
+the `scipy-openblas32` wheel, one BLAS thread per call, the calls spread over the cores.
 
 The library is compiled with the system's C++ compiler and cached per source, machine and
 jaxlib (`$FINELINE_CACHE_DIR`, else ~/.cache/fineline). Where it cannot be built,
@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 
 _SOURCES = tuple(pathlib.Path(__file__).with_name(name)
-                 for name in ("cpu_attention.cc", "cpu_matmul.cc"))
-_TARGETS = ("FinelineAttentionForward", "FinelineAttentionBackward", "FinelineMatmul")
+                 for name in ("cpu_attention.cc", "cpu_head.cc", "cpu_matmul.cc"))
+_TARGETS = ("FinelineAttentionForward", "FinelineAttentionBackward", "FinelineMatmul",
+            "FinelineTargetLogprobs")
 _FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17")
 
 
