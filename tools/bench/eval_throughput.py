@@ -10,8 +10,8 @@ scored, in this one process, by
 fineline's first call is timed apart (cold: compiles included). Then both score the same
 requests again, alternately, `--repeats` times in all (fineline warm, as every later
 evaluation of a run reuses the compiled programs), and each side's best time counts, as
-timeit reports it: on a shared machine a run's speed drifts by ±15%, and alternating best-
-of-N compares the two at their own pace. Prints requests/s of each, the ratios, and how far
+timeit reports it: on a shared machine either side's time for the same requests can drift
+by a third within minutes, and alternating best-of-N compares the two at their own pace. Prints requests/s of each, the ratios, and how far
 the scores agree (max |Δ log-likelihood|, acc / acc_norm of both). Target: fineline ≥ 3×
 lm-eval.
 
