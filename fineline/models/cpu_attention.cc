@@ -16,15 +16,14 @@
 // flows through masked scores.
 
 #include <algorithm>
-#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "cblas.h"
+#include "cpu_parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -46,19 +45,6 @@ void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t
            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
            int64_t ldc) {
   scipy_cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-// Runs task(i) for i in [0, n) on `threads` threads (this one included).
-template <class F>
-void parallel_for(int64_t n, int64_t threads, const F& task) {
-  std::atomic<int64_t> next{0};
-  auto worker = [&] {
-    for (int64_t i; (i = next.fetch_add(1)) < n;) task(i);
-  };
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < std::min(threads, n); ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& thread : pool) thread.join();
 }
 
 // The mask is read as bytes: GCC vectorises the row loops over uint8_t, not over bool.

@@ -12,10 +12,10 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
-#include <thread>
 #include <vector>
 
 #include "cblas.h"
+#include "cpu_parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -81,10 +81,7 @@ ffi::Error TargetLogprobs(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
       is_greedy[lo + i] = row.argmax == target[lo + i];
     }
   };
-  std::vector<std::thread> pool;
-  for (int64_t p = 1; p < parts; ++p) pool.emplace_back(slice, p);
-  slice(0);
-  for (auto& thread : pool) thread.join();
+  parallel_for(parts, parts, slice);
   return ffi::Error::Success();
 }
 

@@ -4,10 +4,9 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <thread>
-#include <vector>
 
 #include "cblas.h"
+#include "cpu_parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -50,10 +49,7 @@ ffi::Error Matmul(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, bool transpo
                         B + (transpose_b ? lo * ldb : lo), ldb, 0.0f, C + lo, N);
     }
   };
-  std::vector<std::thread> pool;
-  for (int64_t p = 1; p < parts; ++p) pool.emplace_back(slice, p);
-  slice(0);
-  for (auto& thread : pool) thread.join();
+  parallel_for(parts, parts, slice);
   return ffi::Error::Success();
 }
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 _SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                  for name in ("cpu_attention.cc", "cpu_head.cc", "cpu_matmul.cc"))
+_HEADERS = (pathlib.Path(__file__).with_name("cpu_parallel.h"),)
 _TARGETS = ("FinelineAttentionForward", "FinelineAttentionBackward", "FinelineMatmul",
             "FinelineTargetLogprobs")
 _FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17")
@@ -55,8 +56,9 @@ def _build() -> pathlib.Path:
   command = [compiler, *_FLAGS, f"-I{jax.ffi.include_dir()}",
              f"-I{scipy_openblas32.get_include_dir()}", *map(str, _SOURCES), f"-L{lib_dir}",
              f"-l{scipy_openblas32.get_library()}", f"-Wl,-rpath,{lib_dir}", "-lpthread", "-lmvec"]
-  key = hashlib.sha256("\0".join([*(s.read_text() for s in _SOURCES), compiler, *_FLAGS,
-                                  _cpu_signature(), jax.__version__, lib_dir]).encode())
+  texts = [path.read_text() for path in _SOURCES + _HEADERS]
+  key = hashlib.sha256("\0".join([*texts, compiler, *_FLAGS, _cpu_signature(), jax.__version__,
+                                  lib_dir]).encode())
   target = _cache_dir() / f"fineline_cpu-{key.hexdigest()[:16]}.so"
   if target.exists():
     return target

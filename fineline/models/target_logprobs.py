@@ -23,7 +23,6 @@ def target_logprobs(hidden_CxD, params, cfg: LlamaConfig, targets_C):
   target is the logits' first maximum (torch's argmax, as lm-eval reads it)."""
   weights = params["embedding"] if cfg.tie_embeddings else params["lm_head"]
   if native.applies(hidden_CxD, weights):
-    native.require()
     return jax.ffi.ffi_call(
         "FinelineTargetLogprobs",
         (jax.ShapeDtypeStruct(targets_C.shape, jnp.float32),
