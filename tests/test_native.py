@@ -1,7 +1,11 @@
 """Building and loading the native CPU kernels, and falling back to XLA without them."""
 
+import subprocess
+import sys
+
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from fineline.models import attention
 from fineline.models import native
@@ -36,3 +40,17 @@ def test_switched_off_by_the_environment(monkeypatch):
   finally:
     monkeypatch.undo()
     native.available.cache_clear()
+
+
+def test_loading_the_kernels_leaves_the_process_floating_point_mode_alone():
+  """-ffast-math would link a constructor that sets flush-to-zero for the whole process:
+  numpy, XLA and torch would then drop subnormal results after the library loads."""
+  if not native.available():
+    pytest.skip("native CPU kernels could not be built here")
+  script = ("import numpy as np\n"
+            "from fineline.models import native\n"
+            "assert native.available()\n"
+            "print(np.float32(1e-38) * np.float32(1e-3) > 0)\n")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+  assert result.stdout.strip() == "True"

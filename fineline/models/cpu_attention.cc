@@ -24,6 +24,7 @@
 
 #include "cblas.h"
 #include "cpu_parallel.h"
+#include "cpu_vector_exp.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -121,8 +122,9 @@ void forward_task(const Shape& d, const float* q, const float* k, const float* v
         const uint8_t* m = mask_row(mask, d, b, s0 + i) + first;
         float mx = masked;
         int64_t visible = 0;
+#pragma omp simd reduction(max : mx) reduction(+ : visible)
         for (int64_t t = 0; t < seen; ++t) {
-          mx = m[t] && row[t] > mx ? row[t] : mx;
+          mx = std::max(mx, m[t] ? row[t] : masked);
           visible += m[t];
         }
         const bool blind = visible == 0;  // not mx == masked: a NaN score must stay NaN

@@ -16,6 +16,7 @@
 
 #include "cblas.h"
 #include "cpu_parallel.h"
+#include "cpu_vector_exp.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -32,6 +33,7 @@ struct Row {
 // Folds logits [v0, v0 + n) of one row into its running state.
 void fold(const float* logits, int64_t v0, int64_t n, int64_t target, Row& row) {
   float tile_max = -FLT_MAX;
+#pragma omp simd reduction(max : tile_max)
   for (int64_t t = 0; t < n; ++t) tile_max = std::max(tile_max, logits[t]);
   if (tile_max > row.max) {  // strictly: an equal later maximum is not the first
     row.sum *= std::exp(row.max - tile_max);

@@ -28,10 +28,16 @@ import jax.numpy as jnp
 
 _SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                  for name in ("cpu_attention.cc", "cpu_head.cc", "cpu_matmul.cc"))
-_HEADERS = (pathlib.Path(__file__).with_name("cpu_parallel.h"),)
+_HEADERS = tuple(pathlib.Path(__file__).with_name(name)
+                 for name in ("cpu_parallel.h", "cpu_vector_exp.h"))
 _TARGETS = ("FinelineAttentionForward", "FinelineAttentionBackward", "FinelineMatmul",
             "FinelineTargetLogprobs")
-_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17")
+# Not -ffast-math: it links a constructor that sets flush-to-zero for the whole process and
+# lets the compiler drop NaN checks. These are what the loops need to vectorise: exp without
+# errno, sums reassociated, max reductions marked `omp simd` (no OpenMP runtime);
+# cpu_vector_exp.h supplies glibc's vector exp.
+_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
+          "-fassociative-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17")
 
 
 def _cache_dir() -> pathlib.Path:
