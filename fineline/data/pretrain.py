@@ -30,6 +30,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from fineline import cache
+
 LAZY_TASKS: dict[str, Callable[[], None]] = {}
 """Task name → a function that registers it (for sources that are materialised on demand)."""
 TOKENIZER_FILES: dict[str, str] = {}
@@ -120,8 +122,7 @@ def register_local_task(name: str = gin.REQUIRED, file_patterns=gin.REQUIRED,
 
 
 def _default_cache_dir() -> str:
-  return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-                      "fineline", "jsonl")
+  return str(cache.path("jsonl"))
 
 
 @gin.configurable

@@ -13,11 +13,13 @@ after importing --task_modules. A series writes one record per checkpoint and re
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import os
 import tempfile
 
+from fineline import cache
 from fineline.evaluation import series as series_lib
 from fineline.evaluation import tasks as task_lib
 
@@ -58,11 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)  # seqio's per-task chatter
-  from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
   names = [t.strip() for t in args.tasks.split(",") if t.strip()]
   settings = task_lib.Settings(data_dir=args.data_dir, num_fewshot=args.num_fewshot,
                                limit=args.limit)
   modules = [m.strip() for m in args.task_modules.split(",") if m.strip()]
+  cache.enable_compilation_cache()
+  first = None
   if args.checkpoint:
     path = os.path.abspath(os.path.expanduser(args.checkpoint))
     if not (series_lib.is_fineline_checkpoint(path) or series_lib.is_hf_checkpoint(path)):
@@ -72,15 +75,17 @@ def run(args: argparse.Namespace) -> int:
     ckpt = series_lib.discover([path])[0]
     ckpt = series_lib.Checkpoint(ckpt.path, _first(args.step, ckpt.step),
                                  _first(args.tokens, ckpt.tokens))
+    first = _load_in_background(ckpt.path, args)
   else:
     checkpoints = series_lib.discover(args.checkpoints)
+  from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
   suite = evaluator.TaskSuite(names, settings, modules)
   if not suite.prepared:
     raise FileNotFoundError("no task could be prepared:\n  " + "\n  ".join(
         f"{t}: {e}" for t, e in suite.errors.items()))
   one = _Evaluate(suite, args)
   if args.checkpoint:
-    record = one(ckpt)
+    record = one(ckpt, first.result())
     _write_json(args.output, record)
     _print_summary(record)
     return 0 if not record.get("errors") else 1
@@ -95,10 +100,10 @@ class _Evaluate:
   def __init__(self, suite, args):
     self.suite, self.args, self.scorer, self.key = suite, args, None, None
 
-  def __call__(self, ckpt: series_lib.Checkpoint) -> dict:
+  def __call__(self, ckpt: series_lib.Checkpoint, loaded=None) -> dict:
     from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
-    params, cfg, meta, tokenizer = load_checkpoint(ckpt.path, tokenizer=self.args.tokenizer,
-                                                   dtype=self.args.dtype)
+    params, cfg, meta, tokenizer = loaded or load_checkpoint(
+        ckpt.path, tokenizer=self.args.tokenizer, dtype=self.args.dtype)
     scorer = self._scorer(params, cfg, tokenizer)
     samples = [] if self.args.samples else None
     results = self.suite.run(scorer, step=ckpt.step, progress=not self.args.quiet,
@@ -146,6 +151,20 @@ def load_checkpoint(path: str, *, tokenizer: str | None = None, dtype: str | Non
     raise FileNotFoundError(f"{path}: no tokenizer found beside the checkpoint; pass "
                             "--tokenizer")
   return params, cfg, meta, tokenizer
+
+
+def _load_in_background(path: str, args) -> concurrent.futures.Future:
+  """`load_checkpoint(path)` on a thread, overlapping the task preparation (TensorFlow's
+  import, reading and rendering documents) that the main thread does meanwhile. The modules
+  it needs are imported here first: two threads importing the same packages could each
+  wait on a module the other is initialising."""
+  import jax  # pylint: disable=import-outside-toplevel,unused-import
+  from fineline import checkpointing  # pylint: disable=import-outside-toplevel,unused-import
+  from fineline.convert import hf  # pylint: disable=import-outside-toplevel,unused-import
+  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="load-checkpoint")
+  future = pool.submit(load_checkpoint, path, tokenizer=args.tokenizer, dtype=args.dtype)
+  pool.shutdown(wait=False)
+  return future
 
 
 def _first(a, b):

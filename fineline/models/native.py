@@ -26,6 +26,8 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
+from fineline import cache
+
 _SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                  for name in ("cpu_attention.cc", "cpu_head.cc", "cpu_matmul.cc"))
 _HEADERS = tuple(pathlib.Path(__file__).with_name(name)
@@ -38,12 +40,6 @@ _TARGETS = ("FinelineAttentionForward", "FinelineAttentionBackward", "FinelineMa
 # cpu_vector_exp.h supplies glibc's vector exp.
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
           "-fassociative-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17")
-
-
-def _cache_dir() -> pathlib.Path:
-  root = os.environ.get("FINELINE_CACHE_DIR") or os.path.join(
-      os.path.expanduser("~"), ".cache", "fineline")
-  return pathlib.Path(root) / "kernels"
 
 
 def _cpu_signature() -> str:
@@ -65,7 +61,7 @@ def _build() -> pathlib.Path:
   texts = [path.read_text() for path in _SOURCES + _HEADERS]
   key = hashlib.sha256("\0".join([*texts, compiler, *_FLAGS, _cpu_signature(), jax.__version__,
                                   lib_dir]).encode())
-  target = _cache_dir() / f"fineline_cpu-{key.hexdigest()[:16]}.so"
+  target = cache.path("kernels") / f"fineline_cpu-{key.hexdigest()[:16]}.so"
   if target.exists():
     return target
   target.parent.mkdir(parents=True, exist_ok=True)

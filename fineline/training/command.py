@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from fineline import cache
 from fineline import ginconf
 
 
@@ -40,6 +41,7 @@ def run(args) -> int:
   if not args.gin_file:
     raise ValueError("fineline train needs at least one --gin_file (e.g. runs/tiny_cpu.gin)")
   initialize_distributed(args)
+  cache.enable_compilation_cache()  # a resumed run loads its compiled step
   from fineline.training import trainer  # pylint: disable=import-outside-toplevel  (registers configurables)
   ginconf.parse(args.gin_file, args.gin_bindings, args.gin_search_path)
   try:
