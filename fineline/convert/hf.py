@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fineline import checkpointing
-from fineline.convert import weights_io
+from fineline.convert import architectures, weights_io
 from fineline.convert.transpose import transpose
 from fineline.models import presets
 from fineline.models.config import LlamaConfig
@@ -47,7 +47,7 @@ from fineline.models.config import LlamaConfig
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json")
 # Buffers some older PyTorch checkpoints carry; recomputed from the config, not weights.
-_IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
+_IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.(inv_freq|cos_cached|sin_cached)")
 _PROGRESS_MIN_TENSORS = 8
 DEFAULT_MAX_SHARD_BYTES = 2 << 30
 
@@ -112,7 +112,7 @@ def read_hf_config(directory: str) -> tuple[dict, LlamaConfig]:
   except ValueError as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from e
   try:
-    return hf, presets.from_hf_config(hf)
+    return hf, presets.from_hf_config(architectures.llama_config(hf))
   except (KeyError, TypeError) as e:
     raise ValueError(f"{path}: missing or malformed field {e}") from e
   except ValueError as e:
@@ -126,13 +126,18 @@ def load_hf_checkpoint(directory: str, dtype: str | None = None):
   (the config's `param_dtype` says which). tokenizer_dir is `directory` when it holds
   tokenizer files.
   """
-  _, cfg = read_hf_config(directory)
-  params, cfg = _read_params(directory, cfg, weights_io.as_dtype(dtype))
+  hf, cfg = read_hf_config(directory)
+  params, cfg = _read_params(directory, hf, cfg, weights_io.as_dtype(dtype))
   return params, cfg, (directory if _tokenizer_files(directory) else None)
 
 
-def _read_params(directory: str, cfg: LlamaConfig, dtype):
-  files = weights_io.WeightFiles(directory)
+def _weight_files(directory: str, hf: dict, cfg: LlamaConfig):
+  """The directory's weights under HF LLaMA's names (Baichuan's and Yi's are renamed)."""
+  return architectures.weight_files(weights_io.WeightFiles(directory), hf, cfg)
+
+
+def _read_params(directory: str, hf: dict, cfg: LlamaConfig, dtype):
+  files = _weight_files(directory, hf, cfg)
   layout = tensor_layout(cfg)
   params: dict = {}
   for path, x in _converted(directory, files, layout, cfg, dtype):
@@ -225,14 +230,14 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
   """Converts an HF LLaMA directory into a fineline checkpoint (params, meta, tokenizer/)."""
   _check_output(out_ckpt, overwrite)
   weights_io.reuse_freed_memory()
-  _, cfg = read_hf_config(src_dir)
+  hf, cfg = read_hf_config(src_dir)
   cast = weights_io.as_dtype(dtype)
-  files = weights_io.WeightFiles(src_dir)
+  files = _weight_files(src_dir, hf, cfg)
   layout = tensor_layout(cfg)
   specs = files.tensor_specs()
   source = {"hf_dir": os.path.abspath(src_dir)}
   if specs is None:  # PyTorch .bin: dtypes are known only once read
-    params, cfg = _read_params(src_dir, cfg, cast)
+    params, cfg = _read_params(src_dir, hf, cfg, cast)
   else:  # the checkpoint is written while the weights are still being read
     available = _check_names(src_dir, files, layout, cfg)
     params = {}
