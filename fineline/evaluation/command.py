@@ -3,6 +3,8 @@
   fineline eval --checkpoint PATH --tasks hellaswag,arc_easy --limit 200 --num_fewshot 0 \\
       --data_dir DIR --output results.json
   fineline eval --checkpoints RUN_DIR|HF_SERIES_DIR|LIST_FILE|CKPT … --output series.jsonl
+  fineline eval --hf_repo LLM360/Amber --revisions ckpt_000:ckpt_359:10 --output amber.jsonl
+  fineline eval --hf_repos 'm-a-p/Amber-Reproduce-*' --tokenizer REPO_OR_DIR --output r.jsonl
 
 PATH is a fineline checkpoint or a Hugging Face LLaMA directory (converted in memory). The
 tokenizer is <ckpt>/tokenizer/ (or MODEL_DIR/tokenizer/ for a run's checkpoint, or the HF
@@ -30,6 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   which.add_argument("--checkpoint", help="a fineline checkpoint or a Hugging Face LLaMA dir")
   which.add_argument("--checkpoints", nargs="+", metavar="PATH",
                      help="run dirs, dirs of checkpoints, list files or checkpoints")
+  which.add_argument("--hf_repo", help="a Hub repository whose revisions (--revisions) are "
+                                       "the series, downloaded one at a time")
+  which.add_argument("--hf_repos", nargs="+", metavar="REPO",
+                     help="Hub repositories (or patterns such as 'm-a-p/Amber-Reproduce-*'), "
+                          "one checkpoint each")
+  parser.add_argument("--revisions", default=None,
+                      help="with --hf_repo: FIRST:LAST[:STRIDE] (inclusive, e.g. "
+                           "ckpt_000:ckpt_359:10) or a comma list")
+  parser.add_argument("--keep", action="store_true",
+                      help="keep downloaded hub checkpoints in the cache after scoring")
+  parser.add_argument("--tokens_per_step", type=float, default=None,
+                      help="hub series: tokens = step in the revision name × this")
   parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
                       help="comma-separated task names (default: %(default)s)")
   parser.add_argument("--num_fewshot", type=int, default=None,
@@ -72,8 +86,13 @@ def run(args: argparse.Namespace) -> int:
     ckpt = series_lib.discover([path])[0]
     ckpt = series_lib.Checkpoint(ckpt.path, _first(args.step, ckpt.step),
                                  _first(args.tokens, ckpt.tokens))
-  else:
+  elif args.checkpoints:
     checkpoints = series_lib.discover(args.checkpoints)
+  else:
+    from fineline.evaluation import hub  # pylint: disable=import-outside-toplevel
+    client = hub.Client()
+    checkpoints = hub.plan(client, repo=args.hf_repo, revisions=args.revisions,
+                           repos=args.hf_repos, tokens_per_step=args.tokens_per_step)
   suite = evaluator.TaskSuite(names, settings, modules)
   if not suite.prepared:
     raise FileNotFoundError("no task could be prepared:\n  " + "\n  ".join(
@@ -84,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
     _write_json(args.output, record)
     _print_summary(record)
     return 0 if not record.get("errors") else 1
-  n = series_lib.evaluate_series(checkpoints, args.output, one, progress=not args.quiet)
+  if args.checkpoints:
+    n = series_lib.evaluate_series(checkpoints, args.output, one, progress=not args.quiet)
+  else:
+    n = hub.evaluate_with(one, checkpoints, args, client)
   print(f"evaluated {n} checkpoint(s); {len(checkpoints) - n} already in {args.output}")
   return 0
 
@@ -95,16 +117,16 @@ class _Evaluate:
   def __init__(self, suite, args):
     self.suite, self.args, self.scorer, self.key = suite, args, None, None
 
-  def __call__(self, ckpt: series_lib.Checkpoint) -> dict:
+  def __call__(self, ckpt: series_lib.Checkpoint, tokenizer: str | None = None) -> dict:
     from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
-    params, cfg, meta, tokenizer = load_checkpoint(ckpt.path, tokenizer=self.args.tokenizer,
-                                                   dtype=self.args.dtype)
+    params, cfg, meta, tokenizer = load_checkpoint(
+        ckpt.path, tokenizer=tokenizer or self.args.tokenizer, dtype=self.args.dtype)
     scorer = self._scorer(params, cfg, tokenizer)
     samples = [] if self.args.samples else None
     results = self.suite.run(scorer, step=ckpt.step, progress=not self.args.quiet,
                              samples=samples)
     if samples is not None:
-      mode = "a" if self.args.checkpoints else "w"
+      mode = "w" if self.args.checkpoint else "a"
       with open(self.args.samples, mode) as f:
         for row in samples:
           f.write(json.dumps({"checkpoint": ckpt.path, **row}) + "\n")
