@@ -87,6 +87,7 @@ def test_tokens_per_series():
   assert hub.checkpoint_for("LLM360/Amber", "ckpt_010", tokens_per_step=4e6).tokens == 40_000_000
   assert hub.checkpoint_for("someone/run", "step1000", tokens_per_step=2 ** 22).tokens == 1000 * 2 ** 22
   assert hub.checkpoint_for("someone/run", "main").tokens is None
+  assert hub.checkpoint_for("01-ai/Yi-34B", None).tokens is None  # a size, not a token count
   assert amber.path == "hf://LLM360/Amber@ckpt_010"
 
 

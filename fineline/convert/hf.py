@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 
 import numpy as np
@@ -40,6 +39,7 @@ from tqdm import tqdm
 
 from fineline import checkpointing
 from fineline.convert import architectures, weights_io
+from fineline.convert.staging import check_output, staged_output
 from fineline.convert.transpose import transpose
 from fineline.models import presets
 from fineline.models.config import LlamaConfig
@@ -228,7 +228,7 @@ def _gc_paused():
 def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
               overwrite: bool = False) -> LlamaConfig:
   """Converts an HF LLaMA directory into a fineline checkpoint (params, meta, tokenizer/)."""
-  _check_output(out_ckpt, overwrite)
+  check_output(out_ckpt, overwrite)
   weights_io.reuse_freed_memory()
   hf, cfg = read_hf_config(src_dir)
   cast = weights_io.as_dtype(dtype)
@@ -246,7 +246,7 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
       _set(params, path, checkpointing.PendingArray(_fineline_shape(shape, kind, cfg),
                                                     cast or specs[name][0]))
     cfg = cfg.replace(param_dtype=weights_io.dtype_name(params["embedding"].dtype))
-  with _staged_output(out_ckpt, overwrite) as staging:
+  with staged_output(out_ckpt, overwrite) as staging:
     filled = (contextlib.nullcontext(params) if specs is None
               else _filling(params, _converted(src_dir, files, layout, cfg, cast)))
     with filled as params:
@@ -303,7 +303,7 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
               max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> LlamaConfig:
   """Writes a fineline checkpoint as an HF LLaMA directory: config.json,
   generation_config.json, safetensors shards + index, tokenizer files when known."""
-  _check_output(out_dir, overwrite)
+  check_output(out_dir, overwrite)
   weights_io.reuse_freed_memory()
   cfg = LlamaConfig.from_dict(checkpointing.read_meta(ckpt)["model_config"])
   cast = weights_io.as_dtype(dtype)
@@ -314,7 +314,7 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
   # Entry by entry (a layer at a time): the checkpoint is read in a background thread
   # while the previous entry is transposed and a complete shard is written in another.
   entries = weights_io.prefetched(checkpointing.iter_params(ckpt, [[e] for e in by_entry]))
-  with _staged_output(out_dir, overwrite) as staging, contextlib.closing(entries):
+  with staged_output(out_dir, overwrite) as staging, contextlib.closing(entries):
     os.makedirs(staging)
     first = next(entries)
     out_dtype = cast or _pop(first, ("embedding",), ckpt, keep=True).dtype
@@ -362,29 +362,6 @@ def _tokenizer_files(directory: str) -> list[str]:
   if not os.path.isdir(directory):
     return []
   return [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(directory, f))]
-
-
-def _check_output(out: str, overwrite: bool) -> None:
-  if os.path.lexists(out) and not overwrite:
-    raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-
-
-@contextlib.contextmanager
-def _staged_output(out: str, overwrite: bool):
-  """Yields a path to build the output at; moves it to `out` only if the block succeeds."""
-  out = os.path.abspath(out)
-  _check_output(out, overwrite)
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  staging_root = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
-  try:
-    result = os.path.join(staging_root, "result")
-    yield result
-    if os.path.lexists(out):
-      os.rename(out, os.path.join(staging_root, "replaced"))
-    os.rename(result, out)
-  finally:
-    shutil.rmtree(staging_root, ignore_errors=True)
 
 
 def _set(tree: dict, path: tuple[str, ...], value) -> None:

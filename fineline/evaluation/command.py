@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--max_length", type=int, default=None,
                       help="context window for scoring (default: the model's)")
-  parser.add_argument("--tokenizer", default=None, help="tokenizer file or directory")
+  parser.add_argument("--tokenizer", default=None,
+                      help="tokenizer file or directory (hub series: or a Hub repository)")
   parser.add_argument("--dtype", default=None, help="parameter dtype for HF checkpoints")
   parser.add_argument("--model", default=None, help="model name for the record")
   parser.add_argument("--step", type=int, default=None, help="step for the record")

@@ -41,7 +41,9 @@ SMALL_FILES = ["config.json", "*.index.json", "generation_config.json", "tokeniz
                "added_tokens.json"]
 _NUMBERED = re.compile(r"(.*?)(\d+)(\D*)")
 _STEP_NAME = re.compile(r"(?:ckpt|step|checkpoint)[-_]?(\d+)")
-_TOKENS_NAME = re.compile(r"(?:train_|-)0*(\d+(?:\.\d+)?)([BMT])")
+# Baichuan2's revisions (train_00220B) and the reproductions' names (…-41.94B, always with
+# decimals, unlike a model size such as Yi-34B).
+_TOKENS_NAME = re.compile(r"(?:^train_0*(\d+)|-(\d+\.\d+))([BMT])$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +182,8 @@ def checkpoint_for(repo: str, revision: str | None,
   else:
     for name in (revision or "", repo):
       m = _TOKENS_NAME.search(name)
-      if m and m.end() == len(name):
-        tokens = int(round(float(m[1]) * {"M": 1e6, "B": 1e9, "T": 1e12}[m[2]]))
+      if m:
+        tokens = int(round(float(m[1] or m[2]) * {"M": 1e6, "B": 1e9, "T": 1e12}[m[3]]))
         break
   return HubCheckpoint(repo, revision, step, tokens)
 
