@@ -112,9 +112,9 @@ def test_prefetch_delete_and_disk_bound(offline, tmp_path, monkeypatch):
       next_started[revision].set()
     return download(self, repo, revision, patterns)
 
-  def recording_delete(self, repo, snapshot):
-    deleted.append(os.path.basename(snapshot))
-    return delete(self, repo, snapshot)
+  def recording_delete(self, repo, revision):
+    deleted.append(revision)
+    return delete(self, repo, revision)
 
   monkeypatch.setattr(hub.Client, "download", recording_download)
   monkeypatch.setattr(hub.Client, "delete", recording_delete)
@@ -133,7 +133,7 @@ def test_prefetch_delete_and_disk_bound(offline, tmp_path, monkeypatch):
   plan = hub.plan(client, repo="LLM360/Amber", revisions="ckpt_000:ckpt_003")
   output = str(tmp_path / "out.jsonl")
   assert hub.evaluate(plan, output, score, client=client, progress=False) == 4
-  assert scored == started == names and len(deleted) == 4
+  assert scored == started == deleted == names
   from huggingface_hub import scan_cache_dir
   assert not scan_cache_dir(offline).repos  # snapshots, blobs and refs gone
   blobs = os.path.join(offline, "models--LLM360--Amber", "blobs")
@@ -159,7 +159,7 @@ def test_cached_before_or_kept_is_not_deleted(offline, tmp_path, monkeypatch, wh
   assert len(repo.revisions) == 2
 
 
-def test_eval_hf_repo_end_to_end(offline, tmp_path, capsys):
+def test_eval_hf_repo_end_to_end(offline, tmp_path, capsys, monkeypatch):
   """Amber-like repository: ckpt_NNN revisions with weights only, the tokenizer on main,
   one revision of another architecture and one the cache cannot serve."""
   repo = "LLM360/Amber"
@@ -173,6 +173,11 @@ def test_eval_hf_repo_end_to_end(offline, tmp_path, capsys):
   add_to_cache(offline, repo, "ckpt_004")  # listed, but its download fails
   data_dir = write_eval_data(tmp_path / "data", tasks=("arc_easy",), n=4)
   output = tmp_path / "amber.jsonl"
+  fetched = {}
+  download = hub.Client.download
+  monkeypatch.setattr(hub.Client, "download", lambda self, repo, revision, patterns: (
+      fetched.setdefault(revision, []).append(patterns), download(self, repo, revision,
+                                                                  patterns))[1])
   args = ["eval", "--quiet", "--hf_repo", repo, "--revisions", "ckpt_000:ckpt_004:1",
           "--tasks", "arc_easy", "--data_dir", data_dir, "--output", str(output),
           "--batch_size", "4"]
@@ -183,6 +188,8 @@ def test_eval_hf_repo_end_to_end(offline, tmp_path, capsys):
     assert (r["model"], r["step"], r["tokens"]) == (repo, i, round(i * 1259.13e9 / 360))
     assert r["tasks"]["arc_easy"]["n"] == 4 and not r.get("errors")
   assert records[3]["tasks"] == {} and "MistralForCausalLM" in records[3]["errors"]["checkpoint"]
+  assert fetched["ckpt_003"] == [hub.SMALL_FILES]  # its weights were never asked for
+  assert fetched["ckpt_000"] == [hub.SMALL_FILES, ["pytorch_model*.bin"]]
   assert "download failed 3 times" in records[4]["errors"]["download"]
 
   # A restart skips what is done and tries the failed download again, now served.

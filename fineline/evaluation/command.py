@@ -89,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
                                  _first(args.tokens, ckpt.tokens))
   elif args.checkpoints:
     checkpoints = series_lib.discover(args.checkpoints)
-  else:
+  if not (args.hf_repo or args.hf_repos) and (args.revisions or args.keep
+                                              or args.tokens_per_step):
+    raise ValueError("--revisions, --keep and --tokens_per_step apply to --hf_repo/--hf_repos")
+  if args.hf_repo or args.hf_repos:
     from fineline.evaluation import hub  # pylint: disable=import-outside-toplevel
     client = hub.Client()
     checkpoints = hub.plan(client, repo=args.hf_repo, revisions=args.revisions,

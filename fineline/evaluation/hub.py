@@ -113,12 +113,12 @@ class Client:
                                    revision=revision)
     return isinstance(found, str)
 
-  def delete(self, repo: str, snapshot: str) -> None:
-    """Removes one downloaded revision from the cache (blobs other revisions share stay)."""
+  def delete(self, repo: str, revision: str | None) -> None:
+    """Removes one revision from the cache (blobs other revisions share stay)."""
     from huggingface_hub import scan_cache_dir  # pylint: disable=import-outside-toplevel
     info = scan_cache_dir(self.cache_dir)
     hashes = [rev.commit_hash for r in info.repos if r.repo_id == repo for rev in r.revisions
-              if os.path.realpath(rev.snapshot_path) == os.path.realpath(snapshot)]
+              if (revision or "main") in rev.refs or rev.commit_hash == revision]
     if hashes:
       info.delete_revisions(*hashes).execute()
 
@@ -238,6 +238,11 @@ def fetch(client: Client, ckpt: HubCheckpoint) -> Fetched:
         log.warning("%s: download failed (%s); retrying in %ss", ckpt.path, error,
                     RETRY_DELAYS_S[attempt])
         time.sleep(RETRY_DELAYS_S[attempt])
+  if not cached:  # the shards that did arrive would only fill the disk
+    try:
+      client.delete(ckpt.repo, ckpt.revision)
+    except Exception:  # pylint: disable=broad-except
+      pass
   return Fetched(ckpt, None, False,
                  {"download": f"{ckpt.path}: download failed "
                               f"{len(RETRY_DELAYS_S) + 1} times; last: {error}"})
@@ -278,7 +283,7 @@ def evaluate(checkpoints: list[HubCheckpoint], output: str,
         written += 1
       finally:
         if got.downloaded and not keep:
-          client.delete(got.ckpt.repo, got.snapshot)
+          client.delete(got.ckpt.repo, got.ckpt.revision)
   finally:  # interrupted: the download in flight finishes and stays in the cache
     pool.shutdown(wait=False, cancel_futures=True)
   return written
