@@ -77,8 +77,8 @@ def test_revision_ranges_and_lists():
 
 def test_tokens_per_series():
   amber = hub.checkpoint_for("LLM360/Amber", "ckpt_010")
-  assert (amber.step, amber.tokens) == (10, round(10 * 1259.13e9 / 360))
-  assert hub.checkpoint_for("LLM360/Amber", "ckpt_359").tokens == round(359 * 1259.13e9 / 360)
+  assert (amber.step, amber.tokens) == (10, round(11 * 1259.13e9 / 360))
+  assert hub.checkpoint_for("LLM360/Amber", "ckpt_359").tokens == 1_259_130_000_000
   assert hub.checkpoint_for("m-a-p/Amber-Reproduce-41.94B", None).tokens == 41_940_000_000
   assert hub.checkpoint_for("m-a-p/OpenLLaMA-Reproduce-1933.57B", None).tokens == 1_933_570_000_000
   baichuan = hub.checkpoint_for("baichuan-inc/Baichuan2-7B-Intermediate-Checkpoints",
@@ -140,7 +140,7 @@ def test_prefetch_delete_and_disk_bound(offline, tmp_path, monkeypatch):
   assert not os.path.isdir(blobs) or not os.listdir(blobs)
   records = series.read_records(output)
   assert [r["checkpoint"] for r in records] == [f"hf://LLM360/Amber@{n}" for n in names]
-  assert [r["tokens"] for r in records] == [round(i * 1259.13e9 / 360) for i in range(4)]
+  assert [r["tokens"] for r in records] == [round((i + 1) * 1259.13e9 / 360) for i in range(4)]
 
 
 @pytest.mark.parametrize("why", ["cached_before_the_run", "keep"])
@@ -185,7 +185,7 @@ def test_eval_hf_repo_end_to_end(offline, tmp_path, capsys, monkeypatch):
   records = [json.loads(line) for line in output.read_text().splitlines()]
   assert [r["revision"] for r in records] == [f"ckpt_{i:03d}" for i in range(5)]
   for i, r in enumerate(records[:3]):
-    assert (r["model"], r["step"], r["tokens"]) == (repo, i, round(i * 1259.13e9 / 360))
+    assert (r["model"], r["step"], r["tokens"]) == (repo, i, round((i + 1) * 1259.13e9 / 360))
     assert r["tasks"]["arc_easy"]["n"] == 4 and not r.get("errors")
   assert records[3]["tasks"] == {} and "MistralForCausalLM" in records[3]["errors"]["checkpoint"]
   assert fetched["ckpt_003"] == [hub.SMALL_FILES]  # its weights were never asked for

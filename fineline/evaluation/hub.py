@@ -13,10 +13,10 @@ recorded as an error for that checkpoint, and the series goes on; a restarted se
 the checkpoints already scored and tries the failed downloads again. In offline mode
 (HF_HUB_OFFLINE=1) the same calls read the cache alone.
 
-Each record's `tokens` comes from the series: LLM360/Amber's `ckpt_NNN` is NNN × its tokens
-per checkpoint (1259.13B over 360), a repository or revision named `…-41.94B` holds 41.94B
-tokens, Baichuan2's `train_00220B` 220B; `--tokens_per_step` sets tokens = step × it for
-revisions named by step (`ckpt_NNN`, `stepNNN`).
+Each record's `tokens` comes from the series: LLM360/Amber's `ckpt_NNN` is (NNN + 1) × its
+tokens per checkpoint (1259.13B over 360, so ckpt_359 is 1259.13B), a repository or revision
+named `…-41.94B` holds 41.94B tokens, Baichuan2's `train_00220B` 220B; `--tokens_per_step`
+sets tokens = step × it for revisions named by step (`ckpt_NNN`, `stepNNN`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ from fineline.evaluation import series as series_lib
 
 log = logging.getLogger(__name__)
 
-TOKENS_PER_STEP = {"LLM360/Amber": 1259.13e9 / 360}
+# Series whose revisions are numbered checkpoints: (tokens per checkpoint, checkpoints
+# already done at number 0). Amber's ckpt_000 follows the first of its 360 data chunks and
+# ckpt_359, the final model, has seen all 1259.13B tokens.
+CHECKPOINT_TOKENS = {"LLM360/Amber": (1259.13e9 / 360, 1)}
 RETRY_DELAYS_S = (10, 60, 300)  # between download attempts
 SMALL_FILES = ["config.json", "*.index.json", "generation_config.json", "tokenizer.model",
                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -176,9 +179,10 @@ def checkpoint_for(repo: str, revision: str | None,
   m = _STEP_NAME.fullmatch(revision or "")
   step = int(m[1]) if m else None
   tokens = None
-  per_step = tokens_per_step or TOKENS_PER_STEP.get(repo)
+  per_step, first = (tokens_per_step, 0) if tokens_per_step else CHECKPOINT_TOKENS.get(
+      repo, (None, 0))
   if step is not None and per_step:
-    tokens = int(round(step * per_step))
+    tokens = int(round((step + first) * per_step))
   else:
     for name in (revision or "", repo):
       m = _TOKENS_NAME.search(name)
