@@ -218,8 +218,11 @@ def test_eval_hf_repos_pattern_with_a_tokenizer_repository(offline, tmp_path):
   output = tmp_path / "repro.jsonl"
   assert cli.main(["eval", "--quiet", "--hf_repos", "m-a-p/Amber-Reproduce-*B",
                    "--tokenizer", "m-a-p/Amber-Reproduce-hkg_amber_hf", "--tasks", "arc_easy",
-                   "--data_dir", data_dir, "--output", str(output), "--batch_size", "4"]) == 0
+                   "--data_dir", data_dir, "--output", str(output), "--batch_size", "4",
+                   "--samples", str(tmp_path / "samples.jsonl")]) == 0
   records = [json.loads(line) for line in output.read_text().splitlines()]
+  samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+  assert {s["checkpoint"] for s in samples} == {r["checkpoint"] for r in records}
   assert [(r["repo"], r["tokens"]) for r in records] == [
       ("m-a-p/Amber-Reproduce-41.94B", 41_940_000_000),
       ("m-a-p/Amber-Reproduce-88.08B", 88_080_000_000)]

@@ -121,7 +121,8 @@ class _Evaluate:
   def __init__(self, suite, args):
     self.suite, self.args, self.scorer, self.key = suite, args, None, None
 
-  def __call__(self, ckpt: series_lib.Checkpoint, tokenizer: str | None = None) -> dict:
+  def __call__(self, ckpt: series_lib.Checkpoint, tokenizer: str | None = None,
+               name: str | None = None) -> dict:
     from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
     params, cfg, meta, tokenizer = load_checkpoint(
         ckpt.path, tokenizer=tokenizer or self.args.tokenizer, dtype=self.args.dtype)
@@ -133,7 +134,7 @@ class _Evaluate:
       mode = "w" if self.args.checkpoint else "a"
       with open(self.args.samples, mode) as f:
         for row in samples:
-          f.write(json.dumps({"checkpoint": ckpt.path, **row}) + "\n")
+          f.write(json.dumps({"checkpoint": name or ckpt.path, **row}) + "\n")
     return evaluator.make_record(
         results, model=self.args.model or meta.get("model") or ckpt.path,
         checkpoint=ckpt.path, step=ckpt.step, tokens=ckpt.tokens,

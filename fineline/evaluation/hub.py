@@ -317,7 +317,7 @@ def evaluate_with(evaluate_one, checkpoints: list[HubCheckpoint], args, client: 
 
   def score(snapshot: str, ckpt: HubCheckpoint) -> dict:
     record = evaluate_one(series_lib.Checkpoint(snapshot, ckpt.step, ckpt.tokens),
-                          tokenizer=tokenizers.for_snapshot(snapshot, ckpt))
+                          tokenizer=tokenizers.for_snapshot(snapshot, ckpt), name=ckpt.path)
     return {**record, "model": args.model or ckpt.repo}
 
   return evaluate(checkpoints, args.output, score, client=client, keep=args.keep,
