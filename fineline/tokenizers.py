@@ -12,7 +12,9 @@ whether the Hugging Face tokenizer of the same files prepends BOS by default, so
 transformers tokenizes a SentencePiece model with a `tokenizers` pipeline that differs
 from SentencePiece's own normalizer in two ways, mirrored here: the "▁" dummy prefix is
 added only when the text does not already start with a space, and the model's
-normalization rules (whitespace collapsing, NFKC) are not applied.
+normalization rules (whitespace collapsing, NFKC) are not applied. Baichuan's own
+`BaichuanTokenizer` instead calls SentencePiece as it is, the model's normalizer included
+(`llama_style=False`).
 """
 
 from __future__ import annotations
@@ -31,30 +33,42 @@ _LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
 class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
   """A SentencePiece `tokenizer.model`, tokenized as transformers' LlamaTokenizer does."""
 
-  def __init__(self, model_file: str, add_bos: bool = False, add_eos: bool = False):
-    overrides = sentencepiece_model_pb2.NormalizerSpec(
-        add_dummy_prefix=False, remove_extra_whitespaces=False, name="identity",
-        precompiled_charsmap=b"")
+  def __init__(self, model_file: str, add_bos: bool = False, add_eos: bool = False,
+               llama_style: bool = True):
+    overrides = None
+    if llama_style:
+      overrides = sentencepiece_model_pb2.NormalizerSpec(
+          add_dummy_prefix=False, remove_extra_whitespaces=False, name="identity",
+          precompiled_charsmap=b"")
     super().__init__(model_file, extra_ids=0, normalizer_spec_overrides=overrides)
     self.add_bos = add_bos
     self.add_eos = add_eos
+    self.llama_style = llama_style
 
   def _encode(self, s: str):
+    if not self.llama_style:
+      return super()._encode(s)
     return super()._encode(s if not s or s.startswith(" ") else " " + s)
 
   def _encode_tf(self, s):
+    if not self.llama_style:
+      return super()._encode_tf(s)
     keep = tf.strings.regex_full_match(s, r"(?s)( .*)?")
     return super()._encode_tf(tf.where(keep, s, tf.strings.join([" ", s])))
 
   def _decode(self, ids):
     text = super()._decode(ids)
+    if not self.llama_style:
+      return text
     return text[1:] if text.startswith(" ") else text  # the dummy prefix's space
 
   def __getstate__(self):
-    return {**super().__getstate__(), "add_bos": self.add_bos, "add_eos": self.add_eos}
+    return {**super().__getstate__(), "add_bos": self.add_bos, "add_eos": self.add_eos,
+            "llama_style": self.llama_style}
 
   def __setstate__(self, state):
     self.add_bos, self.add_eos = state.pop("add_bos"), state.pop("add_eos")
+    self.llama_style = state.pop("llama_style", True)
     super().__setstate__(state)
 
 
@@ -166,7 +180,8 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
                                  sentencepiece_style=sp_style)
   # transformers adds BOS to a bare SentencePiece model only when the config asks for it.
   return SentencePieceVocabulary(model_file, add_bos=bool(config.get("add_bos_token", False)),
-                                 add_eos=bool(config.get("add_eos_token", False)))
+                                 add_eos=bool(config.get("add_eos_token", False)),
+                                 llama_style=config.get("tokenizer_class") != "BaichuanTokenizer")
 
 
 def _tokenizer_config(directory: str) -> dict:

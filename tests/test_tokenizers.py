@@ -109,3 +109,36 @@ def test_load_vocabulary_from_a_file_and_errors(tmp_path):
     load_vocabulary(str(tmp_path / "empty"))
   with pytest.raises(FileNotFoundError, match="missing.model"):
     load_vocabulary(str(tmp_path / "missing.model"))
+
+
+def test_deepseek_tokenizer_json_only(tmp_path):
+  """DeepSeek ships a byte-level BPE tokenizer.json and no tokenizer.model; its config names
+  LlamaTokenizerFast and BOS as an AddedToken dict with add_bos_token true."""
+  from arch_fixtures import make_deepseek_tokenizer
+  directory = make_deepseek_tokenizer(tmp_path)
+  assert not os.path.exists(os.path.join(directory, "tokenizer.model"))
+  vocab = load_vocabulary(directory)
+  assert isinstance(vocab, HfTokenizerVocabulary) and vocab.add_bos
+  assert vocab.decode([vocab.bos_id]) == "<｜begin▁of▁sentence｜>"
+  assert vocab.decode([vocab.eos_id]) == "<｜end▁of▁sentence｜>"
+  _assert_parity(directory, vocab)
+
+
+def test_baichuan_tokenizer_is_sentencepiece_as_it_is(tmp_path):
+  """Baichuan's own BaichuanTokenizer (remote code, not in transformers) calls
+  `SentencePieceProcessor.encode` on the text and adds no BOS (add_bos_token false)."""
+  import sentencepiece as spm
+  from arch_fixtures import make_plain_sentencepiece
+  model_file = make_plain_sentencepiece(tmp_path)
+  with open(tmp_path / "tokenizer_config.json", "w") as f:
+    json.dump({"tokenizer_class": "BaichuanTokenizer", "add_bos_token": False,
+               "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>"}, f)
+  vocab = load_vocabulary(str(tmp_path))
+  assert not vocab.add_bos
+  sp = spm.SentencePieceProcessor(model_file=model_file)
+  mismatches = [t for t in TEXTS if list(vocab.encode(t)) != sp.encode(t)]
+  assert not mismatches, mismatches[:3]
+  assert all(vocab.decode(sp.encode(t)) == sp.decode(sp.encode(t)) for t in VARIED_TEXTS)
+  # Read as LLaMA's it would gain a dummy "▁" prefix: the distinction matters.
+  as_llama = SentencePieceVocabulary(model_file)
+  assert any(list(as_llama.encode(t)) != sp.encode(t) for t in VARIED_TEXTS)

@@ -32,14 +32,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 
 import numpy as np
 from tqdm import tqdm
 
 from fineline import checkpointing
-from fineline.convert import weights_io
+from fineline.convert import architectures, weights_io
+from fineline.convert.staging import check_output, staged_output
 from fineline.convert.transpose import transpose
 from fineline.models import presets
 from fineline.models.config import LlamaConfig
@@ -47,7 +47,7 @@ from fineline.models.config import LlamaConfig
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json")
 # Buffers some older PyTorch checkpoints carry; recomputed from the config, not weights.
-_IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
+_IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.(inv_freq|cos_cached|sin_cached)")
 _PROGRESS_MIN_TENSORS = 8
 DEFAULT_MAX_SHARD_BYTES = 2 << 30
 
@@ -112,7 +112,7 @@ def read_hf_config(directory: str) -> tuple[dict, LlamaConfig]:
   except ValueError as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from e
   try:
-    return hf, presets.from_hf_config(hf)
+    return hf, presets.from_hf_config(architectures.llama_config(hf))
   except (KeyError, TypeError) as e:
     raise ValueError(f"{path}: missing or malformed field {e}") from e
   except ValueError as e:
@@ -126,13 +126,18 @@ def load_hf_checkpoint(directory: str, dtype: str | None = None):
   (the config's `param_dtype` says which). tokenizer_dir is `directory` when it holds
   tokenizer files.
   """
-  _, cfg = read_hf_config(directory)
-  params, cfg = _read_params(directory, cfg, weights_io.as_dtype(dtype))
+  hf, cfg = read_hf_config(directory)
+  params, cfg = _read_params(directory, hf, cfg, weights_io.as_dtype(dtype))
   return params, cfg, (directory if _tokenizer_files(directory) else None)
 
 
-def _read_params(directory: str, cfg: LlamaConfig, dtype):
-  files = weights_io.WeightFiles(directory)
+def _weight_files(directory: str, hf: dict, cfg: LlamaConfig):
+  """The directory's weights under HF LLaMA's names (Baichuan's and Yi's are renamed)."""
+  return architectures.weight_files(weights_io.WeightFiles(directory), hf, cfg)
+
+
+def _read_params(directory: str, hf: dict, cfg: LlamaConfig, dtype):
+  files = _weight_files(directory, hf, cfg)
   layout = tensor_layout(cfg)
   params: dict = {}
   for path, x in _converted(directory, files, layout, cfg, dtype):
@@ -223,16 +228,16 @@ def _gc_paused():
 def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
               overwrite: bool = False) -> LlamaConfig:
   """Converts an HF LLaMA directory into a fineline checkpoint (params, meta, tokenizer/)."""
-  _check_output(out_ckpt, overwrite)
+  check_output(out_ckpt, overwrite)
   weights_io.reuse_freed_memory()
-  _, cfg = read_hf_config(src_dir)
+  hf, cfg = read_hf_config(src_dir)
   cast = weights_io.as_dtype(dtype)
-  files = weights_io.WeightFiles(src_dir)
+  files = _weight_files(src_dir, hf, cfg)
   layout = tensor_layout(cfg)
   specs = files.tensor_specs()
   source = {"hf_dir": os.path.abspath(src_dir)}
   if specs is None:  # PyTorch .bin: dtypes are known only once read
-    params, cfg = _read_params(src_dir, cfg, cast)
+    params, cfg = _read_params(src_dir, hf, cfg, cast)
   else:  # the checkpoint is written while the weights are still being read
     available = _check_names(src_dir, files, layout, cfg)
     params = {}
@@ -241,7 +246,7 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
       _set(params, path, checkpointing.PendingArray(_fineline_shape(shape, kind, cfg),
                                                     cast or specs[name][0]))
     cfg = cfg.replace(param_dtype=weights_io.dtype_name(params["embedding"].dtype))
-  with _staged_output(out_ckpt, overwrite) as staging:
+  with staged_output(out_ckpt, overwrite) as staging:
     filled = (contextlib.nullcontext(params) if specs is None
               else _filling(params, _converted(src_dir, files, layout, cfg, cast)))
     with filled as params:
@@ -298,7 +303,7 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
               max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> LlamaConfig:
   """Writes a fineline checkpoint as an HF LLaMA directory: config.json,
   generation_config.json, safetensors shards + index, tokenizer files when known."""
-  _check_output(out_dir, overwrite)
+  check_output(out_dir, overwrite)
   weights_io.reuse_freed_memory()
   cfg = LlamaConfig.from_dict(checkpointing.read_meta(ckpt)["model_config"])
   cast = weights_io.as_dtype(dtype)
@@ -309,7 +314,7 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
   # Entry by entry (a layer at a time): the checkpoint is read in a background thread
   # while the previous entry is transposed and a complete shard is written in another.
   entries = weights_io.prefetched(checkpointing.iter_params(ckpt, [[e] for e in by_entry]))
-  with _staged_output(out_dir, overwrite) as staging, contextlib.closing(entries):
+  with staged_output(out_dir, overwrite) as staging, contextlib.closing(entries):
     os.makedirs(staging)
     first = next(entries)
     out_dtype = cast or _pop(first, ("embedding",), ckpt, keep=True).dtype
@@ -357,29 +362,6 @@ def _tokenizer_files(directory: str) -> list[str]:
   if not os.path.isdir(directory):
     return []
   return [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(directory, f))]
-
-
-def _check_output(out: str, overwrite: bool) -> None:
-  if os.path.lexists(out) and not overwrite:
-    raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-
-
-@contextlib.contextmanager
-def _staged_output(out: str, overwrite: bool):
-  """Yields a path to build the output at; moves it to `out` only if the block succeeds."""
-  out = os.path.abspath(out)
-  _check_output(out, overwrite)
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  staging_root = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
-  try:
-    result = os.path.join(staging_root, "result")
-    yield result
-    if os.path.lexists(out):
-      os.rename(out, os.path.join(staging_root, "replaced"))
-    os.rename(result, out)
-  finally:
-    shutil.rmtree(staging_root, ignore_errors=True)
 
 
 def _set(tree: dict, path: tuple[str, ...], value) -> None:

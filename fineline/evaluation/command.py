@@ -3,6 +3,8 @@
   fineline eval --checkpoint PATH --tasks hellaswag,arc_easy --limit 200 --num_fewshot 0 \\
       --data_dir DIR --output results.json
   fineline eval --checkpoints RUN_DIR|HF_SERIES_DIR|LIST_FILE|CKPT … --output series.jsonl
+  fineline eval --hf_repo LLM360/Amber --revisions ckpt_000:ckpt_359:10 --output amber.jsonl
+  fineline eval --hf_repos 'm-a-p/Amber-Reproduce-*' --tokenizer REPO_OR_DIR --output r.jsonl
 
 PATH is a fineline checkpoint or a Hugging Face LLaMA directory (converted in memory). The
 tokenizer is <ckpt>/tokenizer/ (or MODEL_DIR/tokenizer/ for a run's checkpoint, or the HF
@@ -32,6 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   which.add_argument("--checkpoint", help="a fineline checkpoint or a Hugging Face LLaMA dir")
   which.add_argument("--checkpoints", nargs="+", metavar="PATH",
                      help="run dirs, dirs of checkpoints, list files or checkpoints")
+  which.add_argument("--hf_repo", help="a Hub repository whose revisions (--revisions) are "
+                                       "the series, downloaded one at a time")
+  which.add_argument("--hf_repos", nargs="+", metavar="REPO",
+                     help="Hub repositories (or patterns such as 'm-a-p/Amber-Reproduce-*'), "
+                          "one checkpoint each")
+  parser.add_argument("--revisions", default=None,
+                      help="with --hf_repo: FIRST:LAST[:STRIDE] (inclusive, e.g. "
+                           "ckpt_000:ckpt_359:10) or a comma list")
+  parser.add_argument("--keep", action="store_true",
+                      help="keep downloaded hub checkpoints in the cache after scoring")
+  parser.add_argument("--tokens_per_step", type=float, default=None,
+                      help="hub series: tokens = step in the revision name × this")
   parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
                       help="comma-separated task names (default: %(default)s)")
   parser.add_argument("--num_fewshot", type=int, default=None,
@@ -47,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--max_length", type=int, default=None,
                       help="context window for scoring (default: the model's)")
-  parser.add_argument("--tokenizer", default=None, help="tokenizer file or directory")
+  parser.add_argument("--tokenizer", default=None,
+                      help="tokenizer file or directory (hub series: or a Hub repository)")
   parser.add_argument("--dtype", default=None, help="parameter dtype for HF checkpoints")
   parser.add_argument("--model", default=None, help="model name for the record")
   parser.add_argument("--step", type=int, default=None, help="step for the record")
@@ -76,8 +91,16 @@ def run(args: argparse.Namespace) -> int:
     ckpt = series_lib.Checkpoint(ckpt.path, _first(args.step, ckpt.step),
                                  _first(args.tokens, ckpt.tokens))
     first = _load_in_background(ckpt.path, args)
-  else:
+  elif args.checkpoints:
     checkpoints = series_lib.discover(args.checkpoints)
+  if not (args.hf_repo or args.hf_repos) and (args.revisions or args.keep
+                                              or args.tokens_per_step):
+    raise ValueError("--revisions, --keep and --tokens_per_step apply to --hf_repo/--hf_repos")
+  if args.hf_repo or args.hf_repos:
+    from fineline.evaluation import hub  # pylint: disable=import-outside-toplevel
+    client = hub.Client()
+    checkpoints = hub.plan(client, repo=args.hf_repo, revisions=args.revisions,
+                           repos=args.hf_repos, tokens_per_step=args.tokens_per_step)
   from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
   suite = evaluator.TaskSuite(names, settings, modules)
   if not suite.prepared:
@@ -85,11 +108,14 @@ def run(args: argparse.Namespace) -> int:
         f"{t}: {e}" for t, e in suite.errors.items()))
   one = _Evaluate(suite, args)
   if args.checkpoint:
-    record = one(ckpt, first.result())
+    record = one(ckpt, loaded=first.result())
     _write_json(args.output, record)
     _print_summary(record)
     return 0 if not record.get("errors") else 1
-  n = series_lib.evaluate_series(checkpoints, args.output, one, progress=not args.quiet)
+  if args.checkpoints:
+    n = series_lib.evaluate_series(checkpoints, args.output, one, progress=not args.quiet)
+  else:
+    n = hub.evaluate_with(one, checkpoints, args, client)
   print(f"evaluated {n} checkpoint(s); {len(checkpoints) - n} already in {args.output}")
   return 0
 
@@ -100,19 +126,20 @@ class _Evaluate:
   def __init__(self, suite, args):
     self.suite, self.args, self.scorer, self.key = suite, args, None, None
 
-  def __call__(self, ckpt: series_lib.Checkpoint, loaded=None) -> dict:
+  def __call__(self, ckpt: series_lib.Checkpoint, tokenizer: str | None = None,
+               name: str | None = None, loaded=None) -> dict:
     from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
     params, cfg, meta, tokenizer = loaded or load_checkpoint(
-        ckpt.path, tokenizer=self.args.tokenizer, dtype=self.args.dtype)
+        ckpt.path, tokenizer=tokenizer or self.args.tokenizer, dtype=self.args.dtype)
     scorer = self._scorer(params, cfg, tokenizer)
     samples = [] if self.args.samples else None
     results = self.suite.run(scorer, step=ckpt.step, progress=not self.args.quiet,
                              samples=samples)
     if samples is not None:
-      mode = "a" if self.args.checkpoints else "w"
+      mode = "w" if self.args.checkpoint else "a"
       with open(self.args.samples, mode) as f:
         for row in samples:
-          f.write(json.dumps({"checkpoint": ckpt.path, **row}) + "\n")
+          f.write(json.dumps({"checkpoint": name or ckpt.path, **row}) + "\n")
     return evaluator.make_record(
         results, model=self.args.model or meta.get("model") or ckpt.path,
         checkpoint=ckpt.path, step=ckpt.step, tokens=ckpt.tokens,

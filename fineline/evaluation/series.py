@@ -146,15 +146,28 @@ def append_record(output: str, record: dict) -> None:
     os.fsync(f.fileno())
 
 
+def _key(path: str) -> str:
+  """How a record names its checkpoint: a local path made absolute, a hub one (hf://) as is."""
+  return path if "://" in path else os.path.abspath(path)
+
+
+def pending(checkpoints: list, output: str) -> list:
+  """The checkpoints (anything with a `.path`) that `output` holds no record of yet. A
+  record of a failed download (errors["download"]) does not count: it is tried again."""
+  done = {_key(r["checkpoint"]) for r in read_records(output)
+          if r.get("checkpoint") and "download" not in (r.get("errors") or {})}
+  todo = [c for c in checkpoints if _key(c.path) not in done]
+  if len(todo) < len(checkpoints):
+    log.info("%s already holds %d of %d checkpoints; evaluating the other %d", output,
+             len(checkpoints) - len(todo), len(checkpoints), len(todo))
+  return todo
+
+
 def evaluate_series(checkpoints: list[Checkpoint], output: str,
                     evaluate_one: Callable[[Checkpoint], dict], progress: bool = True) -> int:
   """Evaluates the checkpoints not yet in `output` with `evaluate_one(ckpt) -> record`,
   appending each record; returns how many were evaluated now."""
-  done = {os.path.abspath(r["checkpoint"]) for r in read_records(output) if r.get("checkpoint")}
-  todo = [c for c in checkpoints if os.path.abspath(c.path) not in done]
-  if len(todo) < len(checkpoints):
-    log.info("%s already holds %d of %d checkpoints; evaluating the other %d", output,
-             len(checkpoints) - len(todo), len(checkpoints), len(todo))
+  todo = pending(checkpoints, output)
   for ckpt in tqdm.tqdm(todo, desc="checkpoints", unit="ckpt", disable=not progress):
     append_record(output, evaluate_one(ckpt))
   return len(todo)
