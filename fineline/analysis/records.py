@@ -17,24 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fineline import capabilities
+
 # Preference order of a task's primary metric; the last two are lower-is-better.
 PRIMARY_METRICS = ("acc_norm", "acc", "exact_match", "bits_per_byte", "perplexity")
 LOWER_IS_BETTER = ("bits_per_byte", "perplexity", "word_perplexity", "byte_perplexity")
-# Fallbacks for records that carry no `capability`/`chance`: (capability, chance), matched
-# on the task name's prefix, longest first.
-KNOWN_TASKS = {
-    "hellaswag": ("commonsense_reasoning", 0.25), "piqa": ("commonsense_reasoning", 0.5),
-    "winogrande": ("commonsense_reasoning", 0.5), "siqa": ("commonsense_reasoning", 1 / 3),
-    "social_iqa": ("commonsense_reasoning", 1 / 3), "copa": ("commonsense_reasoning", 0.5),
-    "commonsense_qa": ("commonsense_reasoning", 0.2), "arc": ("commonsense_reasoning", 0.25),
-    "openbookqa": ("commonsense_reasoning", 0.25), "sciq": ("world_knowledge", 0.25),
-    "triviaqa": ("world_knowledge", 0.0), "nq_open": ("world_knowledge", 0.0),
-    "boolq": ("reading_comprehension", 0.5), "lambada": ("reading_comprehension", 0.0),
-    "race": ("reading_comprehension", 0.25), "gsm8k": ("math", 0.0), "math": ("math", 0.0),
-    "humaneval": ("code", 0.0), "mbpp": ("code", 0.0), "mmlu": ("examination", 0.25),
-    "cmmlu": ("examination", 0.25), "ceval": ("examination", 0.25),
-    "wikitext": ("language_modeling", None), "pile": ("language_modeling", None),
-}
 LOSS_WINDOW_STEPS = 5  # logged training steps averaged into one checkpoint's loss
 LOSS_SOURCES = ("training loss (metrics.jsonl)", "record loss")  # then language-model tasks
 
@@ -98,13 +85,6 @@ class _Source:
   label: str  # run directory name, file stem or directory name
   files: list[pathlib.Path]
   metrics: pathlib.Path | None = None
-
-
-def known_task(name: str) -> tuple[str, float | None] | None:
-  for prefix in sorted(KNOWN_TASKS, key=len, reverse=True):
-    if name.lower().startswith(prefix):
-      return KNOWN_TASKS[prefix]
-  return None
 
 
 def _is_run_dir(path: pathlib.Path) -> bool:
@@ -222,8 +202,8 @@ def _record_losses(record: dict[str, Any], metric_loss: float | None) -> dict[st
   for name, task in sorted(record["tasks"].items()):
     if not isinstance(task, dict):
       continue
-    capability = task.get("capability") or (known_task(name) or ("", 0))[0]
-    if capability != "language_modeling":
+    capability = task.get("capability") or (capabilities.lookup(name) or ("", 0))[0]
+    if capability != capabilities.LANGUAGE_MODELING:
       continue
     if _number(task.get("bits_per_byte")) is not None:
       found.setdefault(f"{name} bits_per_byte", _number(task["bits_per_byte"]))
@@ -273,12 +253,12 @@ def _build_track(series: str, task: str, values: list[Any], notes: list[str]) ->
     notes.append(f"{series}: task {task} has none of the metrics {', '.join(PRIMARY_METRICS)}; "
                  "left out")
     return None
-  known = known_task(task)
-  capabilities = collections.Counter(v["capability"] for v in present
-                                     if isinstance(v.get("capability"), str))
-  capability = capabilities.most_common(1)[0][0] if capabilities else (known or ["other"])[0]
-  if len(capabilities) > 1:
-    notes.append(f"{series}: task {task} has capabilities {sorted(capabilities)}; "
+  known = capabilities.lookup(task)
+  declared = collections.Counter(v["capability"] for v in present
+                                 if isinstance(v.get("capability"), str))
+  capability = declared.most_common(1)[0][0] if declared else (known or ["other"])[0]
+  if len(declared) > 1:
+    notes.append(f"{series}: task {task} has capabilities {sorted(declared)}; "
                  f"used {capability}")
   chances = [_number(v.get("chance")) for v in present if _number(v.get("chance")) is not None]
   chance = None if metric in LOWER_IS_BETTER else (chances or [known and known[1]])[-1]
