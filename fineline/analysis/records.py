@@ -18,10 +18,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from fineline import capabilities
+from fineline.analysis import events as events_lib
 
 # Preference order of a task's primary metric; the last two are lower-is-better.
 PRIMARY_METRICS = ("acc_norm", "acc", "exact_match", "bits_per_byte", "perplexity")
 LOWER_IS_BETTER = ("bits_per_byte", "perplexity", "word_perplexity", "byte_perplexity")
+PARAMETER_FIELDS = ("parameters", "n_params")  # a record's model size, for FLOPs
 LOSS_WINDOW_STEPS = 5  # logged training steps averaged into one checkpoint's loss
 LOSS_SOURCES = ("training loss (metrics.jsonl)", "record loss")  # then language-model tasks
 
@@ -71,6 +73,9 @@ class Series:
   loss: np.ndarray
   loss_source: str | None
   tasks: dict[str, TaskTrack]
+  # Training events (events.py) on the token axis, and the model size where known.
+  events: list[dict] = dataclasses.field(default_factory=list)
+  parameters: float | None = None
 
   @property
   def groups(self) -> dict[str, list[str]]:
@@ -238,9 +243,12 @@ def _build_series(name: str, label: str, entries: list[dict[str, Any]],
     notes.append(f"{name}: tasks missing at some checkpoints (shown as gaps): "
                  + ", ".join(f"{t} ({int(np.isnan(tasks[t].score).sum())}/{len(entries)})"
                              for t in gaps))
+  sizes = {_number(e["record"].get(k)) for e in entries for k in PARAMETER_FIELDS} - {None}
+  if len(sizes) > 1:
+    notes.append(f"{name}: records give several model sizes {sorted(sizes)}; none used")
   return Series(name, label, tokens, [e["record"].get("step") for e in entries],
                 [str(e["record"].get("checkpoint") or e["where"]) for e in entries],
-                loss, loss_source, tasks)
+                loss, loss_source, tasks, parameters=sizes.pop() if len(sizes) == 1 else None)
 
 
 def _build_track(series: str, task: str, values: list[Any], notes: list[str]) -> TaskTrack | None:
@@ -287,8 +295,10 @@ def load_series(paths: Sequence[str | pathlib.Path]) -> tuple[list[Series], list
   sources = list({tuple(f.resolve() for f in s.files): s
                   for p in paths for s in _expand(pathlib.Path(p))}.values())  # given twice
   grouped = collections.defaultdict(list)
+  run_events = {}
   for source in sources:
     metrics = _read_metrics(source.metrics, notes) if source.metrics else []
+    run_events[source.label] = events_lib.from_metrics(metrics)
     for path in source.files:
       for where, record in _read_json_objects(path, notes):
         problem = _check_record(record)
@@ -317,4 +327,6 @@ def load_series(paths: Sequence[str | pathlib.Path]) -> tuple[list[Series], list
   names = collections.Counter(model for model, _ in grouped)
   series = [_build_series(model if names[model] == 1 else f"{model} ({label})", label, entries,
                           notes) for (model, label), entries in grouped.items()]
+  for one in series:
+    one.events = list(run_events.get(one.source, []))
   return sorted(series, key=lambda s: s.name), notes

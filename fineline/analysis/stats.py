@@ -138,7 +138,7 @@ def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf), min_poi
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        params, _ = optimize.curve_fit(
+        params, cov = optimize.curve_fit(
             _saturating, t / t_ref, ys, p0=p0, sigma=sig, absolute_sigma=sig is not None,
             bounds=([a_bounds[0], 0.0, 0.01], [a_bounds[1], np.inf, 3.0]), jac=_saturating_jac,
             max_nfev=2000)
@@ -146,14 +146,18 @@ def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf), min_poi
       continue
     sse = float(((ys - _saturating(t / t_ref, *params)) ** 2).sum())
     if best is None or sse < best[1]:
-      best = (params, sse)
+      best = (params, sse, cov)
   if best is None:
     return {"usable": False, "n": n, "reason": "curve_fit did not converge"}
-  (a, b, c), sse = best
+  (a, b, c), sse, cov = best
   ss_tot = float(((ys - ys.mean()) ** 2).sum())
   r2 = 1 - sse / ss_tot if ss_tot > 0 else 0.0
   fit = {"a": float(a), "b": float(b), "c": float(c), "t_ref": t_ref, "r2": float(r2), "n": n,
-         "rmse": math.sqrt(sse / n), "usable": r2 >= min_r2, "reason": None}
+         "rmse": math.sqrt(sse / n), "usable": r2 >= min_r2, "reason": None,
+         # Parameter covariance, scaled up when the points scatter more than their stderr.
+         "cov": (np.asarray(cov) * (max(1.0, float((((ys - _saturating(t / t_ref, a, b, c))
+                                                      / sig) ** 2).sum()) / max(n - 3, 1))
+                                    if sig is not None else 1.0)).tolist()}
   if r2 < min_r2:
     fit["reason"] = f"R² {r2:.2f} below {min_r2}: the curve does not describe the points"
   return fit
@@ -161,6 +165,12 @@ def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf), min_poi
 
 def predict(fit: dict, tokens: float) -> float:
   return float(_saturating(tokens / fit["t_ref"], fit["a"], fit["b"], fit["c"]))
+
+
+def predict_se(fit: dict, tokens: float) -> float:
+  """Standard error of the fitted curve at `tokens` (delta method on the covariance)."""
+  grad = _saturating_jac(np.array([tokens / fit["t_ref"]]), fit["a"], fit["b"], fit["c"])[0]
+  return float(math.sqrt(max(grad @ np.asarray(fit["cov"]) @ grad, 0.0)))
 
 
 def tokens_to_reach(fit: dict, level: float) -> float | None:
