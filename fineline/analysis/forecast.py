@@ -17,7 +17,8 @@ from fineline.analysis import stats
 
 FRACTIONS = (0.1, 0.2, 0.4)
 METHODS = ("log-linear", "saturating")
-MIN_SEEN = {"log-linear": 3, "saturating": 5}  # checkpoints a method needs to fit
+# Checkpoints each method needs to fit.
+MIN_SEEN = {"log-linear": 3, "saturating": stats.FIT_MIN_POINTS}
 INTERVAL = 0.9  # nominal coverage of a prediction interval
 COVERAGE_FLOOR = 0.75  # back-tested coverage below which a method is refused
 MIN_BACKTESTS = 5  # predictions a (method, fraction) needs before its coverage is judged

@@ -14,6 +14,11 @@ from scipy import optimize
 from scipy import stats as sps
 
 PHASES = ("at_chance", "rising", "saturated", "regressing")
+PHASE_Z = 2.0  # slope t and distance from chance, in stderr, that decide a phase
+DROP_Z = 2.5  # last two points this many combined stderr below the peak: regressing
+SIMILARITY_POINTS = 16  # log-spaced points two trajectories are compared on
+LOTO_MIN_POINTS = 4  # shared checkpoints leave-one-task-out needs
+FIT_MIN_POINTS = 5  # checkpoints a saturating fit needs
 
 
 def _finite(*arrays: np.ndarray) -> np.ndarray:
@@ -55,7 +60,7 @@ def resample_log(tokens: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np
 
 
 def trajectory_similarity(tokens_a, values_a, tokens_b, values_b,
-                          points: int = 16) -> dict[str, float] | None:
+                          points: int = SIMILARITY_POINTS) -> dict[str, float] | None:
   """Correlation of two trajectories resampled on their common log-token grid."""
   grid = common_log_grid([np.asarray(tokens_a)[_finite(values_a)],
                           np.asarray(tokens_b)[_finite(values_b)]], points)
@@ -69,7 +74,7 @@ def trajectory_similarity(tokens_a, values_a, tokens_b, values_b,
 
 
 def leave_one_task_out(values_by_task: dict[str, np.ndarray],
-                       min_points: int = 4) -> dict[str, dict[str, float] | None]:
+                       min_points: int = LOTO_MIN_POINTS) -> dict[str, dict[str, float] | None]:
   """Predicts each task's trajectory from the mean of the group's other tasks.
 
   Per held-out task: ordinary least squares y = α + β·mean(others) over the checkpoints
@@ -112,7 +117,8 @@ def _saturating_jac(t_rel, a, b, c):
   return np.column_stack([np.ones_like(t_rel), -power, b * power * np.log(t_rel)])
 
 
-def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf), min_points: int = 5,
+def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf),
+                   min_points: int = FIT_MIN_POINTS,
                    min_r2: float = 0.8) -> dict:
   """Fits y = a − b·(tokens/t_ref)^(−c), b ≥ 0, 0.01 ≤ c ≤ 3 (scipy curve_fit, bounds).
 
@@ -212,7 +218,7 @@ def slope_test(tokens, y, sigma=None) -> dict[str, float]:
 
 
 def classify_phase(tokens, y, sigma=None, chance: float | None = None, *, window: int = 4,
-                   z: float = 2.0) -> dict:
+                   z: float = PHASE_Z) -> dict:
   """at_chance | rising | saturated | regressing over the last `window` checkpoints.
 
   y is higher-is-better. At chance: the recent weighted mean is within z stderr of chance
@@ -250,7 +256,7 @@ def classify_phase(tokens, y, sigma=None, chance: float | None = None, *, window
                 window=k)
   if at_chance and not peak_above_chance:
     phase = "at_chance"
-  elif test["t"] < -z or drop_z > 2.5:
+  elif test["t"] < -z or drop_z > DROP_Z:
     phase = "regressing"
   elif at_chance:
     phase = "at_chance"
