@@ -17,7 +17,6 @@ LEAD_BOOTSTRAP = 400  # moving-block resamples for the lag interval
 LEAD_PERMUTATIONS = 400  # shuffles of one differenced curve for the peak's p-value
 EMERGENCE_Z = 2.0  # a task has left chance when its late scores are this many stderr above
 EMERGENCE_GRID = 200  # candidate onsets between the first and last fitted checkpoint
-EMERGENCE_DRAWS = 200  # parametric resamples from the stderrs for the onset interval
 EVENT_WINDOW = 6  # checkpoints each side of an event in its change-point test
 EVENT_ALPHA = 0.01  # p-value below which a slope change is called significant
 INTERVAL = 0.9  # coverage of every interval this module gives
@@ -94,31 +93,28 @@ def lead_lag(tokens, a, b, se_a=None, se_b=None, *, max_lag: int = LEAD_MAX_LAG,
           "p": float(p), "n": len(grid), "reason": None}
 
 
-def _hinge_onsets(x, y_RxN, w, grid) -> np.ndarray:
-  """Per row, the onset on `grid` that best fits y = level + slope·max(0, x − onset),
-  slope ≥ 0, by weighted least squares."""
+def _hinge_sse(x, y, w, grid) -> np.ndarray:
+  """Weighted SSE of y = level + slope·max(0, x − onset), slope ≥ 0, at each onset of grid."""
   sw = w.sum()
-  best_sse = np.full(y_RxN.shape[0], np.inf)
-  best = np.full(y_RxN.shape[0], grid[0])
-  ym = (y_RxN * w).sum(axis=1, keepdims=True) / sw
-  for onset in grid:
+  ym = (w * y).sum() / sw
+  sse = np.empty(len(grid))
+  for k, onset in enumerate(grid):
     h = np.maximum(0.0, x - onset)
     hc = h - (w * h).sum() / sw
     shh = (w * hc * hc).sum()
-    slope = np.maximum(0.0, ((y_RxN - ym) * (w * hc)).sum(axis=1) / shh) if shh > 0 else 0.0
-    resid = y_RxN - ym - np.multiply.outer(slope, hc) if shh > 0 else y_RxN - ym
-    sse = (w * resid * resid).sum(axis=1)
-    better = sse < best_sse
-    best_sse[better], best[better] = sse[better], onset
-  return best
+    slope = max(0.0, (w * hc * (y - ym)).sum() / shh) if shh > 0 else 0.0
+    sse[k] = (w * (y - ym - slope * hc) ** 2).sum()
+  return sse
 
 
-def emergence(tokens, y, stderr, chance: float = 0.0, *, seed: int = 0) -> dict:
+def emergence(tokens, y, stderr, chance: float = 0.0) -> dict:
   """Tokens at which a (normalised, higher-is-better) task leaves chance, with an interval.
 
   A broken stick in log10 tokens, flat then rising, fitted by weighted least squares up to
   the first checkpoint halfway from chance to the best score (saturation after that would
-  bend the stick). The interval comes from refits on scores redrawn from their stderrs.
+  bend the stick). The interval is the likelihood-ratio one: every onset whose weighted
+  χ² lies within the χ²(1) quantile of the best. Above chance at the first two
+  checkpoints: the onset is earlier.
   """
   t, y = np.asarray(tokens, dtype=float), np.asarray(y, dtype=float)
   se = np.asarray(stderr, dtype=float)
@@ -132,19 +128,20 @@ def emergence(tokens, y, stderr, chance: float = 0.0, *, seed: int = 0) -> dict:
   late_z = (y[tail].mean() - chance) / (np.sqrt((se[tail] ** 2).sum()) / 2)
   if not late_z > EMERGENCE_Z:
     return {"emerged": False, "reason": f"still within {EMERGENCE_Z:g} stderr of chance"}
-  if (y[0] - chance) > EMERGENCE_Z * se[0]:
+  if ((y[:2] - chance) > EMERGENCE_Z * se[:2]).all():
     return {"emerged": True, "tokens": None,
             "reason": "above chance from the first checkpoint: the onset is earlier"}
   half = chance + 0.5 * (y.max() - chance)
   end = max(int(np.argmax(y >= half)) + 1, 4)
   x = np.log10(t[:end])
   grid = np.linspace(x[0], x[-1], EMERGENCE_GRID)
-  w = 1 / se[:end] ** 2
-  onset = _hinge_onsets(x, y[None, :end], w, grid)[0]
-  rng = np.random.default_rng(seed)
-  draws = _hinge_onsets(x, y[:end] + se[:end] * rng.standard_normal((EMERGENCE_DRAWS, end)),
-                        w, grid)
-  lo, hi = np.quantile(draws, [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2])
+  sse = _hinge_sse(x, y[:end], 1 / se[:end] ** 2, grid)
+  best = int(np.argmin(sse))
+  # Likelihood-ratio interval: onsets whose χ² is within the quantile of χ²(1) of the best,
+  # the scale inflated when the points scatter more than their stderr says.
+  scale = max(1.0, float(sse[best]) / max(end - 3, 1))
+  inside = grid[sse <= sse[best] + scale * sps.chi2.ppf(INTERVAL, 1)]
+  onset, lo, hi = grid[best], inside.min(), inside.max()
   return {"emerged": True, "tokens": float(10 ** onset), "low": float(10 ** lo),
           "high": float(10 ** hi), "n": end, "reason": None}
 

@@ -46,8 +46,9 @@ def from_metrics(rows: list[dict[str, float]]) -> list[dict]:
       continue
     median = float(np.median(window))
     mad = float(np.median(np.abs(window - median))) or 1e-12
-    if losses[i] > median + LOSS_SPIKE_MADS * mad and (
-        not events or events[-1]["kind"] != "loss_spike" or events[-1]["step"] < rows[i - 1]["step"]):
+    continues = bool(events) and events[-1]["kind"] == "loss_spike" and (
+        events[-1]["step"] == rows[i - 1]["step"])  # one spike, however many rows long
+    if losses[i] > median + LOSS_SPIKE_MADS * mad and not continues:
       events.append({"tokens": rows[i]["tokens"], "step": rows[i]["step"], "kind": "loss_spike",
                      "label": f"loss spike {losses[i]:.3g} (median {median:.3g})"})
   return events

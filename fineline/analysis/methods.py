@@ -63,11 +63,12 @@ def methods(settings: dict) -> list[str]:
       f"{d.LEAD_MIN_POINTS}+ shared checkpoints.",
       "Emergence: a broken stick in log10(tokens), flat then rising, fitted by weighted least "
       "squares up to the first checkpoint halfway from chance to the best score; the kink is "
-      f"the emergence point, its {_pct(d.INTERVAL)} interval from {d.EMERGENCE_DRAWS} refits "
-      "on scores redrawn from their stderrs. A task has emerged when its last two scores are "
-      f"{d.EMERGENCE_Z:g}+ stderr above chance.",
-      f"Training events: a logged learning rate below {ev.LR_DROP_RATIO:g} of the previous one after "
-      f"{ev.LR_DROP_SPAN} steady logged rates is a rate drop (a cosine's smooth decay is not); "
+      f"the emergence point; its {_pct(d.INTERVAL)} interval holds every onset whose χ² is "
+      f"within the χ²(1) {_pct(d.INTERVAL)} quantile of the best (likelihood ratio). A task "
+      f"has emerged when its last two scores are {d.EMERGENCE_Z:g}+ stderr above chance.",
+      f"Training events: a logged learning rate below {ev.LR_DROP_RATIO:g} of the previous "
+      f"one after {ev.LR_DROP_SPAN} steady logged rates is a rate drop (a cosine's smooth "
+      "decay is not); "
       f"a loss {ev.LOSS_SPIKE_MADS:g} median deviations above the median of the previous "
       f"{ev.LOSS_WINDOW} logged losses is a spike; --schedule adds published events. At each "
       f"rate drop, over up to {d.EVENT_WINDOW} checkpoints each side, each group's aggregate "

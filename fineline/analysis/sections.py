@@ -84,7 +84,8 @@ def forecast_blocks(result: dict) -> list[tuple]:
               p["predicted"], f"{p['low']:.3f} – {p['high']:.3f}", p["actual"]]
              for p in early["predictions"] if p.get("trusted")]
   blocks = [("h", 2, "Early prediction, back-tested"),
-            ("p", f"Each task fitted on its first {', '.join(f'{x:.0%}' for x in forecast.FRACTIONS)} "
+            ("p", "Each task fitted on its first "
+                  f"{', '.join(f'{x:.0%}' for x in forecast.FRACTIONS)} "
                   "of checkpoints predicts its last normalised score; errors pooled over all "
                   "tasks and series."),
             ("table", ["method", "fraction seen", "predictions", "median abs. error",
