@@ -38,7 +38,11 @@ def _log_linear(t, y, se, t_final, se_final):
   x0 = np.array([1.0, math.log10(t_final)])
   pred = float(x0 @ coef)
   spread = math.sqrt(float(x0 @ cov @ x0) + se_final ** 2)
-  return pred, spread * float(sps.t.ppf((1 + INTERVAL) / 2, dof))
+  # Known stderrs fix the scale (normal quantile); a scale estimated from the scatter is
+  # uncertain itself (Student t).
+  estimated = not known or chi2 > 1.0
+  quantile = sps.t.ppf((1 + INTERVAL) / 2, dof) if estimated else sps.norm.ppf((1 + INTERVAL) / 2)
+  return pred, spread, float(quantile)
 
 
 def _saturating(t, y, se, t_final, se_final):
@@ -48,7 +52,7 @@ def _saturating(t, y, se, t_final, se_final):
   spread = math.sqrt(stats.predict_se(fit, t_final) ** 2 + se_final ** 2)
   if not math.isfinite(spread):
     return None
-  return stats.predict(fit, t_final), spread * float(sps.norm.ppf((1 + INTERVAL) / 2))
+  return stats.predict(fit, t_final), spread, float(sps.norm.ppf((1 + INTERVAL) / 2))
 
 
 _FITTERS = {"log-linear": _log_linear, "saturating": _saturating}
@@ -67,8 +71,10 @@ def predict_final(method: str, tokens, y, stderr, seen: int) -> dict:
   out = _FITTERS[method](t[:seen], y[:seen], se[:seen], t[-1], se_final)
   if out is None:
     return {"reason": f"the {method} fit is not usable on {seen} checkpoints"}
-  pred, half = out
-  return {"predicted": pred, "low": pred - half, "high": pred + half, "actual": float(y[-1]),
+  pred, spread, quantile = out
+  half = spread * quantile
+  return {"predicted": pred, "low": pred - half, "high": pred + half, "spread": spread,
+          "actual": float(y[-1]),
           "error": pred - float(y[-1]), "covered": bool(abs(pred - y[-1]) <= half),
           "seen": seen, "tokens_seen": float(t[seen - 1]), "tokens_final": float(t[-1]),
           "reason": None}
