@@ -13,6 +13,7 @@ from scipy import stats as sps
 
 LEAD_MAX_LAG = 8  # checkpoints (grid steps) either way
 LEAD_MIN_POINTS = 8  # common checkpoints a lead–lag estimate needs
+LEAD_MAX_GRID = 400  # points of the uniform token grid at most
 LEAD_BOOTSTRAP = 400  # moving-block resamples for the lag interval
 LEAD_PERMUTATIONS = 400  # shuffles of one differenced curve for the peak's p-value
 EMERGENCE_Z = 2.0  # a task has left chance when its late scores are this many stderr above
@@ -63,7 +64,8 @@ def lead_lag(tokens, a, b, se_a=None, se_b=None, *, max_lag: int = LEAD_MAX_LAG,
   if len(t) < LEAD_MIN_POINTS:
     return {"reason": f"{len(t)} checkpoints where both are known; lead-lag needs "
                       f"{LEAD_MIN_POINTS}"}
-  step = float(np.median(np.diff(t)))
+  # Median spacing, coarsened where a few dense early checkpoints would make a huge grid.
+  step = max(float(np.median(np.diff(t))), float(t[-1] - t[0]) / LEAD_MAX_GRID)
   if step <= 0:
     return {"reason": "checkpoints share a token count"}
   grid = np.arange(t[0], t[-1] + step * 1e-6, step)
