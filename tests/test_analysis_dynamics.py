@@ -13,7 +13,7 @@ STEPS = [STEP * i for i in range(1, 41)]  # 40 evenly spaced checkpoints
 TOKENS = np.array(STEPS, dtype=float) * fx.TOKENS_PER_STEP
 
 
-def _sigmoid(center_step: float, width_steps: float = 4.0, top: float = 0.85):
+def _sigmoid(center_step: float, width_steps: float = 300.0, top: float = 0.85):
   center, width = center_step * fx.TOKENS_PER_STEP, width_steps * fx.TOKENS_PER_STEP
   return lambda t: 0.25 + (top - 0.25) / (1 + math.exp(-(t - center) / width))
 
@@ -99,3 +99,20 @@ def test_gaps_one_checkpoint_and_one_task_give_notes_not_crashes(tmp_path):
   result = findings.analyze(series_list, notes)
   (lead,) = result["series"]["demo"]["studies"]["lead_lag"]
   assert "lead-lag needs" in lead["reason"]
+
+
+def test_placebo_points_expose_a_curve_that_bends_by_itself():
+  # A sigmoid entering saturation bends near the event with no event at all: the kink test
+  # alone calls it significant; placebo points away from the event mostly bend as much.
+  se = np.full(40, 0.003)
+  drop = 0.5 * (TOKENS[29] + TOKENS[30])
+  flagged = 0
+  for seed in range(6):
+    noise = se * np.random.default_rng(seed).standard_normal(40)
+    bending = np.array([_sigmoid(2500)(t) for t in TOKENS]) + noise
+    assert dynamics.slope_change(TOKENS, bending, se, drop)["significant"]
+    flagged += dynamics.placebo(TOKENS, bending, se, drop, [drop])["placebo_reach"] > 0
+  assert flagged >= 4
+  x = np.log10(TOKENS)
+  kinked = 0.2 + 0.3 * x + 2.0 * np.maximum(0, x - math.log10(drop)) + noise
+  assert dynamics.placebo(TOKENS, kinked, se, drop, [drop])["placebo_reach"] == 0

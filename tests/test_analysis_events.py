@@ -66,6 +66,7 @@ def test_slope_change_at_a_rate_drop_read_from_metrics(tmp_path):
   tests = _tests(tmp_path / "rep")
   assert tests["annealed"]["tokens"] == DROP_STEP * fx.TOKENS_PER_STEP  # logged at the drop
   assert tests["annealed"]["significant"] and tests["annealed"]["change"] > 0
+  assert tests["annealed"]["result"].startswith("slope changes at the event")
   assert not tests["unmoved"]["significant"]
   assert "Slope change at each learning-rate drop" in (tmp_path / "rep" / "report.md").read_text()
 

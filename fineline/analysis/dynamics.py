@@ -20,6 +20,7 @@ EMERGENCE_Z = 2.0  # a task has left chance when its late scores are this many s
 EMERGENCE_GRID = 200  # candidate onsets between the first and last fitted checkpoint
 EVENT_WINDOW = 6  # checkpoints each side of an event in its change-point test
 EVENT_ALPHA = 0.01  # p-value below which a slope change is called significant
+PLACEBO_ALPHA = 0.1  # share of placebo points that may reach an event's change
 INTERVAL = 0.9  # coverage of every interval this module gives
 
 
@@ -183,3 +184,26 @@ def slope_change(tokens, y, stderr, at: float, *, window: int = EVENT_WINDOW) ->
           "change": change, "change_se": change_se, "t": float(tstat), "p": p,
           "significant": p < EVENT_ALPHA, "n_before": len(before), "n_after": len(after),
           "reason": None}
+
+
+def placebo(tokens, y, stderr, at: float, events: list[float], *,
+            window: int = EVENT_WINDOW) -> dict:
+  """The same test at checkpoints with no event nearby: a curve that bends by itself
+  (rising into saturation) changes slope everywhere, not just at the event.
+
+  Placebo points are the midpoints between consecutive checkpoints with `window` points on
+  each side and no event within `window` checkpoints; `placebo_reach` counts those whose
+  |t| reaches the event's, `placebo_p` is (1 + reach) / (1 + points).
+  """
+  t = np.asarray(tokens, dtype=float)
+  t = t[np.isfinite(t) & np.isfinite(np.asarray(y, dtype=float))]
+  event_index = [int(np.searchsorted(t, e)) for e in events]
+  points = [0.5 * (t[i - 1] + t[i]) for i in range(window, len(t) - window + 1)
+            if all(abs(i - j) > window for j in event_index)]
+  found = slope_change(tokens, y, stderr, at, window=window)
+  if found.get("reason") or not points:
+    return {"placebo_n": len(points), "placebo_reach": None, "placebo_p": None}
+  ts = [abs(slope_change(tokens, y, stderr, p, window=window).get("t", 0.0)) for p in points]
+  reach = sum(v >= abs(found["t"]) for v in ts)
+  return {"placebo_n": len(points), "placebo_reach": reach,
+          "placebo_p": (1 + reach) / (1 + len(points))}

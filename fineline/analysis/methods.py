@@ -73,7 +73,13 @@ def methods(settings: dict) -> list[str]:
       f"{ev.LOSS_WINDOW} logged losses is a spike; --schedule adds published events. At each "
       f"rate drop, over up to {d.EVENT_WINDOW} checkpoints each side, each group's aggregate "
       "is fitted with one slope in log10(tokens) and with a slope that changes at the event "
-      f"(continuous kink); the change's t-test decides, significant at p < {d.EVENT_ALPHA:g}.",
+      f"(continuous kink); the change's t-test decides, significant at p < {d.EVENT_ALPHA:g}. "
+      "Because a curve rising into saturation bends by itself, the same test runs at placebo "
+      "points (checkpoint midpoints with no event nearby); a change is credited to the event "
+      "only when no placebo reaches its |t|, or at most a share "
+      f"{d.PLACEBO_ALPHA:g} of them (counting the event) does. The guard is partial: a "
+      "curve whose one sharp bend happens to fall at the event cannot be told apart from an "
+      "effect of the event.",
       "Early prediction, back-tested: each task's normalised curve is fitted on its first "
       f"{', '.join(_pct(x) for x in fc.FRACTIONS)} of checkpoints by "
       f"{' and '.join(fc.METHODS)} fits and predicts the last checkpoint's score with a "

@@ -62,14 +62,13 @@ def _log_tokens_axis(ax) -> None:
   ax.tick_params(axis="x", labelsize=7)
 
 
-EVENT_STYLE = {"lr_drop": dict(color="tab:red", linestyle="--"),
-               "loss_spike": dict(color="tab:orange", linestyle=":")}
+EVENT_STYLE = {"lr_drop": "--", "loss_spike": ":"}  # line style; colour: the series'
 
 
-def _mark_events(ax, events: list[dict]) -> None:
-  for event in events:
-    ax.axvline(event["tokens"], linewidth=1, alpha=0.8,
-               **EVENT_STYLE.get(event["kind"], dict(color="grey", linestyle="--")))
+def _mark_events(ax, marks: list[tuple[dict, tuple]]) -> None:
+  for event, color in marks:
+    ax.axvline(event["tokens"], linewidth=1.2, alpha=0.8, color=color,
+               linestyle=EVENT_STYLE.get(event["kind"], "-."))
 
 
 def plot_group(path: pathlib.Path, group: str, series_list: list[records_lib.Series],
@@ -96,7 +95,7 @@ def plot_group(path: pathlib.Path, group: str, series_list: list[records_lib.Ser
     ax.set_title(f"{task} ({track.metric})", fontsize=9)
     if track.chance is not None:
       ax.axhline(track.chance, color="grey", linestyle=":", linewidth=1, label="chance")
-  marks = [e for s in series_list for e in (events or {}).get(s.name, [])
+  marks = [(e, colors[s.name]) for s in series_list for e in (events or {}).get(s.name, [])
            if s.tokens.min() <= e["tokens"] <= s.tokens.max()]
   for ax in axes:
     if ax.has_data():

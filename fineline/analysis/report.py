@@ -120,8 +120,8 @@ def _blocks(series_list, result, images) -> list[tuple]:
     blocks += [("h", 2, "Task × checkpoint heat map"), *shown("heatmap")]
   blocks += [("h", 2, "Capability curves and training events"),
              ("p", "Per group: the mean normalised score and each task's score against "
-                   "training tokens, ±1 stderr bands; vertical lines mark learning-rate drops "
-                   "(red, dashed) and loss spikes (orange, dotted)."),
+                   "training tokens, ±1 stderr bands; vertical lines in a series' colour mark its "
+                   "learning-rate drops (dashed) and loss spikes (dotted)."),
              *shown("curves"), *sections.event_blocks(result), *shown("other")]
   blocks += [("h", 2, "Per-task findings"),
              ("p", f"Phase window: last {result['settings']['window']} checkpoints. Fits are "

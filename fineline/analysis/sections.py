@@ -28,7 +28,7 @@ def event_blocks(result: dict) -> list[tuple]:
         continue
       rows.append([name, test["event"], test["tokens"], test["capability"],
                    test["slope_before"], test["slope_after"], test["change"], test["p"],
-                   "slope changes" if test["significant"] else "no significant change"])
+                   test["result"]])
   marked = [(name, e) for name, entry in result["series"].items()
             for e in entry["studies"]["events"]]
   blocks = [("h", 3, "Slope change at each learning-rate drop")]

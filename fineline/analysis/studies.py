@@ -22,6 +22,17 @@ def _group_curves(series, aggregate) -> dict[str, tuple[np.ndarray, np.ndarray]]
   return curves
 
 
+def _event_result(test: dict) -> str:
+  if not test["significant"]:
+    return "no significant change"
+  if test["placebo_reach"] and test["placebo_p"] > dynamics.PLACEBO_ALPHA:
+    return (f"changes, but as much elsewhere (placebo p {test['placebo_p']:.2f} over "
+            f"{test['placebo_n']} points): the curve bends by itself")
+  return "slope changes at the event" + (
+      f" ({test['placebo_reach']} of {test['placebo_n']} placebo points change as much)"
+      if test["placebo_p"] is not None else " (no placebo points to compare)")
+
+
 def series_studies(series, aggregate, schedule: list[dict]) -> dict:
   """Lead–lag, emergence and event tests of one series. `aggregate(series, tasks)` gives a
   group's (mean, stderr) normalised curve."""
@@ -40,12 +51,17 @@ def series_studies(series, aggregate, schedule: list[dict]) -> dict:
                                      if e.get("series") in (None, series.name))],
                   key=lambda e: e["tokens"])
   tests = []
+  drops = [e["tokens"] for e in events if e["kind"] == "lr_drop"]
   for event in events:
     if event["kind"] != "lr_drop":
       continue
     for group, (mean, se) in sorted(curves.items()):
+      test = dynamics.slope_change(series.tokens, mean, se, event["tokens"])
+      if not test.get("reason"):
+        test.update(dynamics.placebo(series.tokens, mean, se, event["tokens"], drops))
+        test["result"] = _event_result(test)
       tests.append({"event": event["label"], "tokens": event["tokens"], "capability": group,
-                    **dynamics.slope_change(series.tokens, mean, se, event["tokens"])})
+                    **test})
   return {"lead_lag": lead, "emergence": emergence, "events": events, "event_tests": tests}
 
 
