@@ -33,9 +33,17 @@ window.addEventListener("load", function () {
   });
   var verdict = document.getElementById("verdict");
   var text = verdict ? verdict.nextElementSibling.nextElementSibling.innerText : null;
+  // Sort the per-task table by its "last" column, as a reader clicking the head would.
+  var table = Array.prototype.find.call(document.querySelectorAll("table.sortable"),
+      function (t) { return t.rows[0].cells[0].textContent === "task"; });
+  var col = Array.prototype.findIndex.call(table.rows[0].cells,
+      function (c) { return c.textContent === "last"; });
+  table.rows[0].cells[col].click();
+  var sorted = Array.prototype.slice.call(table.tBodies[0].rows).map(
+      function (r) { return Number(r.cells[col].dataset.v); });
   var pre = document.createElement("pre");
   pre.id = "browser-check";
-  pre.textContent = JSON.stringify({images: images, verdict: text,
+  pre.textContent = JSON.stringify({images: images, verdict: text, sorted: sorted,
                                     toc: document.querySelectorAll("nav a").length});
   document.body.appendChild(pre);
 });
@@ -70,6 +78,7 @@ def test_page_shows_the_verdict_and_every_plot_loads(report_dir, tmp_path):
   assert "Still improving significantly: facts." in result["verdict"]
   assert "Regressed: grammar." in result["verdict"]
   assert result["toc"] >= 8
+  assert len(result["sorted"]) == 4 and result["sorted"] == sorted(result["sorted"])
   assert "lr 0.0003 → 3e-05" in page  # the rate drop from metrics.jsonl is reported
 
 

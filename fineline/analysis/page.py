@@ -22,9 +22,9 @@ nav{background:#f7f7f7;padding:.3em 1em;border:1px solid #ddd}
 
 # Sorts numerically when both cells hold numbers (data-v), else as text.
 SCRIPT = """
-document.querySelectorAll("table.sortable th").forEach(function (th, col) {
+document.querySelectorAll("table.sortable th").forEach(function (th) {
   th.addEventListener("click", function () {
-    var table = th.closest("table"), body = table.tBodies[0];
+    var table = th.closest("table"), body = table.tBodies[0], col = th.cellIndex;
     var dir = th.dataset.dir === "asc" ? "desc" : "asc";
     table.querySelectorAll("th").forEach(function (h) { delete h.dataset.dir; });
     th.dataset.dir = dir;
