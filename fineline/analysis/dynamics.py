@@ -11,7 +11,7 @@ import math
 import numpy as np
 from scipy import stats as sps
 
-LEAD_MAX_LAG = 8  # checkpoints (grid steps) either way
+LEAD_LAG_SHARE = 1 / 3  # lags searched either way, as a share of the grid's steps
 LEAD_MIN_POINTS = 8  # common checkpoints a lead–lag estimate needs
 LEAD_MAX_GRID = 400  # points of the uniform token grid at most
 LEAD_BOOTSTRAP = 400  # moving-block resamples for the lag interval
@@ -47,8 +47,7 @@ def _noise(y: np.ndarray, se: np.ndarray | None) -> np.ndarray:
   return np.full_like(y, float(np.std((y - smooth)[1:-1]) * math.sqrt(1.5)))
 
 
-def lead_lag(tokens, a, b, se_a=None, se_b=None, *, max_lag: int = LEAD_MAX_LAG,
-             seed: int = 0) -> dict:
+def lead_lag(tokens, a, b, se_a=None, se_b=None, *, seed: int = 0) -> dict:
   """How many tokens curve `a`'s rises precede `b`'s (negative: `b` leads).
 
   Both chance-normalised curves are put on a uniform token grid, differenced (so a shared
@@ -75,7 +74,7 @@ def lead_lag(tokens, a, b, se_a=None, se_b=None, *, max_lag: int = LEAD_MAX_LAG,
   na = on_grid(_noise(arrays[0][mask], arrays[2][mask]))
   nb = on_grid(_noise(arrays[1][mask], arrays[3][mask]))
   da, db = np.diff(ya), np.diff(yb)
-  max_lag = min(max_lag, len(da) // 3)
+  max_lag = max(1, int(len(da) * LEAD_LAG_SHARE))
   corr = _xcorr(da, db, max_lag)[0]
   if not np.isfinite(corr).any():
     return {"reason": "a curve does not change"}
@@ -92,8 +91,9 @@ def lead_lag(tokens, a, b, se_a=None, se_b=None, *, max_lag: int = LEAD_MAX_LAG,
   p = (1 + int((shuffled >= corr[peak]).sum())) / (1 + LEAD_PERMUTATIONS)
   lo, hi = np.quantile(lags, [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2])
   return {"lead_tokens": lag * step, "lead_low": float(lo) * step, "lead_high": float(hi) * step,
-          "lag_steps": lag, "grid_tokens": step, "correlation": float(corr[peak]),
-          "p": float(p), "n": len(grid), "reason": None}
+          "lag_steps": lag, "max_lag_steps": max_lag, "at_edge": abs(lag) == max_lag,
+          "grid_tokens": step, "correlation": float(corr[peak]), "p": float(p),
+          "n": len(grid), "reason": None}
 
 
 def _hinge_sse(x, y, w, grid) -> np.ndarray:

@@ -66,7 +66,8 @@ def lead_lag_blocks(result: dict) -> list[tuple]:
         continue
       lead = r["lead_tokens"]
       says = (f"{r['a']} leads" if lead > 0 else f"{r['b']} leads" if lead < 0
-              else "together") + ("" if r["p"] < 0.05 else " (not significant)")
+              else "together") + ("" if r["p"] < 0.05 else " (not significant)") + (
+                  "; at the largest lag searched: the lead may be longer" if r["at_edge"] else "")
       rows.append([name, r["a"], r["b"], _signed_tokens(lead),
                    f"{_signed_tokens(r['lead_low'])} … {_signed_tokens(r['lead_high'])}",
                    r["correlation"], r["p"], says])
@@ -106,7 +107,9 @@ def across_blocks(result: dict) -> list[tuple]:
                            "Spearman", "range"],
                  [[s.get("task") or f"{s['capability']} (group mean)", s["a"], s["b"],
                    s.get("axis", "tokens"), s["pearson"], s["spearman"],
-                   f"{human_tokens(s['tokens_from'])}–{human_tokens(s['tokens_to'])}"]
+                   f"{human_tokens(s['tokens_from'])}–{human_tokens(s['tokens_to'])}"
+                   if s.get("axis", "tokens") == "tokens" else
+                   f"{s['tokens_from']:.3g}–{s['tokens_to']:.3g} FLOPs"]
                   for s in sims]) if sims else
                 ("p", result.get("similarity_note") or
                  "No pair of series shares a task over a common range."))
@@ -121,7 +124,8 @@ def across_blocks(result: dict) -> list[tuple]:
     for r in same:
       row = [r["task"], r["level"]] + [r["reach"].get(n, {}).get("tokens") for n in names]
       if across["flops_known"]:
-        row += [r["reach"].get(n, {}).get("flops") for n in names]
+        flops = [r["reach"].get(n, {}).get("flops") for n in names]
+        row += [f"{v:.3g}" if v else None for v in flops]
       rows.append(row)
     blocks.append(("table", header, rows))
   else:
