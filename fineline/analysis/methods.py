@@ -56,8 +56,8 @@ def methods(settings: dict) -> list[str]:
       "across series, the line fitted on one series predicts the task in another.",
       "Lead-lag: the two groups' aggregates on a uniform token grid (median checkpoint "
       "spacing), differenced, cross-correlated at lags up to "
-      f"{d.LEAD_LAG_SHARE:.2g} of the grid's steps either way; the peak's lag × step is the lead (positive: the first "
-      f"group rises first). {_pct(d.INTERVAL)} interval: peak lags of {d.LEAD_BOOTSTRAP} "
+      f"{d.LEAD_LAG_SHARE:.2g} of the grid's steps either way; the peak's lag × step is the "
+      f"lead (positive: the first group rises first). {_pct(d.INTERVAL)} interval: peak lags of {d.LEAD_BOOTSTRAP} "
       f"curves redrawn from their stderrs; p: peak correlation against "
       f"{d.LEAD_PERMUTATIONS} shuffles of the second group's differences. Needs "
       f"{d.LEAD_MIN_POINTS}+ shared checkpoints.",
