@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -58,3 +59,16 @@ def test_too_few_checkpoints_are_reasons_not_errors():
   assert "needs 5" in result["reason"]
   assert forecast.predict_final("log-linear", [1e9, 2e9, 3e9], [0.1, 0.2, 0.3], [0.01] * 3,
                                 3)["reason"] == "nothing left to predict"
+
+
+def test_each_series_gets_its_own_rows_beside_the_pooled_ones(tmp_path):
+  curves = [(lambda i: lambda t: 0.3 + 0.02 * i + 0.25 * math.log10(t / T0))(i)
+            for i in range(6)]
+  (one,) = _series(tmp_path, curves, 3000)
+  other = dataclasses.replace(one, name="other")
+  rows = forecast.backtest([one, other])["rows"]
+  scopes = {r["series"] for r in rows}
+  assert scopes == {forecast.ALL_SERIES, "demo", "other"}
+  pooled = next(r for r in rows if r["series"] == forecast.ALL_SERIES and r["fraction"] == 0.4
+                and r["method"] == "log-linear")
+  assert pooled["predictions"] == 12

@@ -22,6 +22,7 @@ MIN_SEEN = {"log-linear": 3, "saturating": stats.FIT_MIN_POINTS}
 INTERVAL = 0.9  # nominal coverage of a prediction interval
 COVERAGE_FLOOR = 0.75  # back-tested coverage below which a method is refused
 MIN_BACKTESTS = 5  # predictions a (method, fraction) needs before its coverage is judged
+ALL_SERIES = "all series"  # the pooled rows, which decide whether a method is used
 
 
 def _log_linear(t, y, se, t_final, se_final):
@@ -81,7 +82,8 @@ def predict_final(method: str, tokens, y, stderr, seen: int) -> dict:
 
 
 def backtest(series_list) -> dict:
-  """Per (method, fraction): median absolute error and coverage over all tasks and series."""
+  """Per (method, fraction): median absolute error and coverage over all tasks of all series
+  (pooled, which decides) and, with several series, of each series."""
   predictions = []
   for series in series_list:
     for task, track in sorted(series.tasks.items()):
@@ -95,27 +97,35 @@ def backtest(series_list) -> dict:
                                  track.normalized_stderr, seen)
           predictions.append({"series": series.name, "task": task, "method": method,
                               "fraction": fraction, **result})
-  rows = []
-  for method in METHODS:
-    for fraction in FRACTIONS:
-      made = [p for p in predictions if p["method"] == method and p["fraction"] == fraction
-              and p["reason"] is None]
-      tried = sum(p["method"] == method and p["fraction"] == fraction for p in predictions)
-      row = {"method": method, "fraction": fraction, "predictions": len(made), "tried": tried,
-             "median_abs_error": None, "coverage": None, "status": None}
-      if made:
-        row["median_abs_error"] = float(np.median([abs(p["error"]) for p in made]))
-        row["coverage"] = float(np.mean([p["covered"] for p in made]))
-      if len(made) < MIN_BACKTESTS:
-        row["status"] = (f"refused: {len(made)} back-tested prediction(s); coverage needs "
-                         f"{MIN_BACKTESTS} to be judged")
-      elif row["coverage"] < COVERAGE_FLOOR:
-        row["status"] = (f"refused: back-tested coverage {row['coverage']:.2f} below "
-                         f"{COVERAGE_FLOOR:g} for {INTERVAL:.0%} intervals")
-      else:
-        row["status"] = "ok"
-      rows.append(row)
-  trusted = {(r["method"], r["fraction"]) for r in rows if r["status"] == "ok"}
+  scopes = [ALL_SERIES] + ([s.name for s in series_list] if len(series_list) > 1 else [])
+  rows = [_row(scope, method, fraction, [
+      p for p in predictions if p["method"] == method and p["fraction"] == fraction
+      and scope in (ALL_SERIES, p["series"])])
+          for scope in scopes for method in METHODS for fraction in FRACTIONS]
+  # A prediction is given when its method holds up pooled and, where there are enough to
+  # judge, on its own series.
+  status = {(r["series"], r["method"], r["fraction"]): r["status"] for r in rows}
   for p in predictions:
-    p["trusted"] = p["reason"] is None and (p["method"], p["fraction"]) in trusted
+    key = (p["method"], p["fraction"])
+    own = status.get((p["series"], *key), "ok")
+    p["trusted"] = (p["reason"] is None and status[(ALL_SERIES, *key)] == "ok"
+                    and not own.startswith("refused: back-tested coverage"))
   return {"rows": rows, "predictions": predictions}
+
+
+def _row(scope: str, method: str, fraction: float, tried: list[dict]) -> dict:
+  made = [p for p in tried if p["reason"] is None]
+  row = {"series": scope, "method": method, "fraction": fraction, "predictions": len(made),
+         "tried": len(tried), "median_abs_error": None, "coverage": None, "status": None}
+  if made:
+    row["median_abs_error"] = float(np.median([abs(p["error"]) for p in made]))
+    row["coverage"] = float(np.mean([p["covered"] for p in made]))
+  if len(made) < MIN_BACKTESTS:
+    row["status"] = (f"refused: {len(made)} back-tested prediction(s); coverage needs "
+                     f"{MIN_BACKTESTS} to be judged")
+  elif row["coverage"] < COVERAGE_FLOOR:
+    row["status"] = (f"refused: back-tested coverage {row['coverage']:.2f} below "
+                     f"{COVERAGE_FLOOR:g} for {INTERVAL:.0%} intervals")
+  else:
+    row["status"] = "ok"
+  return row

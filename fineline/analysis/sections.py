@@ -79,8 +79,8 @@ def lead_lag_blocks(result: dict) -> list[tuple]:
 
 def forecast_blocks(result: dict) -> list[tuple]:
   early = result["across"]["early_prediction"]
-  rows = [[r["method"], f"{r['fraction']:.0%}", r["predictions"], r["median_abs_error"],
-           r["coverage"], r["status"]] for r in early["rows"]]
+  rows = [[r["series"], r["method"], f"{r['fraction']:.0%}", r["predictions"],
+           r["median_abs_error"], r["coverage"], r["status"]] for r in early["rows"]]
   trusted = [[p["series"], p["task"], p["method"], f"{p['fraction']:.0%}", p["tokens_seen"],
               p["predicted"], f"{p['low']:.3f} – {p['high']:.3f}", p["actual"]]
              for p in early["predictions"] if p.get("trusted")]
@@ -88,8 +88,9 @@ def forecast_blocks(result: dict) -> list[tuple]:
             ("p", "Each task fitted on its first "
                   f"{', '.join(f'{x:.0%}' for x in forecast.FRACTIONS)} "
                   "of checkpoints predicts its last normalised score; errors pooled over all "
-                  "tasks and series."),
-            ("table", ["method", "fraction seen", "predictions", "median abs. error",
+                  "tasks of all series (which decides whether a method is used), then per "
+                  "series."),
+            ("table", ["series", "method", "fraction seen", "predictions", "median abs. error",
                        f"coverage ({forecast.INTERVAL:.0%} interval)", "status"], rows)]
   if trusted:
     blocks += [("h", 3, "Predictions of methods whose back-test holds"),
