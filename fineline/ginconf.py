@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
+import inspect
 import logging
 import os
 import re
@@ -93,14 +95,15 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
       with _quiet_gin_lookups():
         gin.parse_config_file(path)
     except (ValueError, SyntaxError, ImportError) as e:
-      raise ValueError(f"gin file {path}: {e}") from None
+      raise ValueError(f"gin file {path}: {_with_hint(e)}") from None
     except Exception as e:  # pylint: disable=broad-except  (tokenizer errors)
       raise ValueError(f"gin file {path}: cannot parse: {e}") from None
   for line in bindings:
     try:
       gin.parse_config(line)
     except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f"command-line binding --gin.{line.replace(' = ', '=', 1)}: {e}") from None
+      raise ValueError(f"command-line binding --gin.{line.replace(' = ', '=', 1)}: "
+                       f"{_with_hint(e)}") from None
   _check_macros(resolved, bindings)
   gin.finalize()
 
@@ -141,17 +144,55 @@ def _resolve(path: str, search_paths: Sequence[str]) -> str:
                           f"{', '.join([*search_paths, GIN_DIR])})")
 
 
+def _with_hint(error: Exception) -> str:
+  """gin's message with the closest known parameter after its first line (the rest is
+  gin's pointer into the file)."""
+  first, newline, rest = str(error).partition("\n")
+  return first + _closest_parameter(first) + newline + rest
+
+
+def _closest_parameter(error: str) -> str:
+  """'; did you mean NAME?' for gin's unknown-parameter error, from the configurable's
+  signature (gin.get_configurable), or '' when nothing is close."""
+  m = re.search(r"Configurable '([\w./]+)' doesn't have a parameter named '(\w+)'", error)
+  if not m:
+    return ""
+  try:
+    known = list(inspect.signature(gin.get_configurable(m.group(1))).parameters)
+  except (ValueError, TypeError):
+    return ""
+  close = difflib.get_close_matches(m.group(2), known, n=1, cutoff=0.6)
+  return (f"; did you mean {m.group(1)}.{close[0]}?" if close else
+          f"; its parameters: {', '.join(known)}")
+
+
 def _check_macros(files: Sequence[str], bindings: Sequence[str]) -> None:
-  """Every %MACRO used must be set; gin itself only says so late and without the file."""
+  """Every %MACRO used must be set, and every macro set on the command line must be read.
+
+  gin itself says the first only late and without the file, and the second never: a typo
+  such as --gin.TRAIN_STEP=100 would train silently with the default.
+  """
   texts = {f: _with_includes(f) for f in files}
   defined = set()
   for text in [*texts.values(), "\n".join(bindings)]:
     defined |= set(re.findall(r"^\s*([A-Za-z_][\w.]*)\s*=", text, re.M))
+  read = set()
   for path, text in texts.items():
     for source, used in _macro_uses(text):
+      read.add(used)
       if used not in defined:
         raise ValueError(f"gin macro %{used} is used in {source or path} but never set; set it in "
                          f"a gin file or with --gin.{used}=…")
+  read |= {used for _, used in _macro_uses("\n".join(line.partition("=")[2] for line in bindings))}
+  for line in bindings:
+    name, _, value = (part.strip() for part in line.partition("="))
+    if "." in name or "/" in name or name in read:
+      continue  # a parameter binding (gin checks it) or a macro something reads
+    close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.6)
+    raise ValueError(
+        f"command-line binding --gin.{name}={value}: no gin file or binding reads the macro "
+        f"{name}" + (f"; did you mean --gin.{close[0]}?" if close else
+                     f"; macros read: {', '.join(sorted(read)) or 'none'}"))
 
 
 def _with_includes(path: str, seen=None) -> str:

@@ -63,7 +63,8 @@ def loss_at(step: int) -> float:
   return 2.0 + 6.0 * (step * TOKENS_PER_STEP / 1e6) ** -0.3
 
 
-def write_run(run_dir: pathlib.Path, records: list[dict], log_every: int = 20) -> pathlib.Path:
+def write_run(run_dir: pathlib.Path, records: list[dict], log_every: int = 20,
+              learning_rate: Callable[[int], float] = lambda step: 3e-4) -> pathlib.Path:
   """A fineline run directory: eval/results.jsonl and metrics.jsonl."""
   (run_dir / "eval").mkdir(parents=True)
   with (run_dir / "eval" / "results.jsonl").open("w") as f:
@@ -72,6 +73,6 @@ def write_run(run_dir: pathlib.Path, records: list[dict], log_every: int = 20) -
   last = max(r["step"] or 0 for r in records)
   with (run_dir / "metrics.jsonl").open("w") as f:
     for step in range(log_every, last + 1, log_every):
-      f.write(json.dumps({"step": step, "loss": loss_at(step), "learning_rate": 3e-4,
+      f.write(json.dumps({"step": step, "loss": loss_at(step), "learning_rate": learning_rate(step),
                           "tokens": step * TOKENS_PER_STEP, "tokens_per_s": 1000.0}) + "\n")
   return run_dir

@@ -1,3 +1,4 @@
+import base64
 import csv
 import json
 
@@ -33,15 +34,17 @@ def test_report_from_a_run_directory(built):
   for path in images:
     assert path.read_bytes()[:4] == b"\x89PNG" and mpimg.imread(path).shape[0] > 100
   md = (out / "report.md").read_text()
-  state = md.index("## Optimization state")
+  state = md.index("## Verdict")
   assert state < md.index("## Per-task findings") < md.index("## Methods")
   assert "Still improving significantly: facts." in md
   assert "Regressed: grammar." in md and "Stalled: copying." in md
   assert "Spearman and Pearson" in md and "curve_fit" in md  # methods stated
   index = (out / "index.html").read_text()
   assert "Regressed: grammar." in index
-  for path in images:
-    assert f'<img src="plots/{path.name}"' in index
+  for path in images:  # embedded: the page stands alone
+    embedded = base64.b64encode(path.read_bytes()).decode()
+    assert f'<img src="data:image/png;base64,{embedded}"' in index
+  assert 'src="plots/' not in index and '<a href="#verdict">Verdict</a>' in index
   analysis = json.loads((out / "analysis.json").read_text())  # strict JSON: no NaN
   task = analysis["series"]["demo"]["tasks"]["grammar_mc"]
   assert task["phase"] == "regressing" and task["loss_spearman"] is not None

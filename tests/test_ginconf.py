@@ -77,7 +77,8 @@ def test_every_preset_has_a_model_file_and_every_run_file_parses():
     with open(path, encoding="utf-8") as f:
       assert f"PRESET = '{name}'" in f.read(), path
   for run in ("tiny_cpu", "demo_cpu", "amber_7b", "openllama_7b"):
-    ginconf.parse([f"runs/{run}.gin"], ["MODEL_DIR = '/tmp/x'", "TOKENIZER = '/tmp/t.model'"])
+    tokenizer = ["TOKENIZER = '/tmp/t.model'"] if "7b" in run else []  # only these read it
+    ginconf.parse([f"runs/{run}.gin"], ["MODEL_DIR = '/tmp/x'", *tokenizer])
     assert gin.query_parameter("%PRESET") in presets.PRESETS
     for macro in ("TRAIN_STEPS", "BATCH_SIZE", "SEQUENCE_LENGTH", "SAVE_EVERY_STEPS",
                   "KEEP_EVERY_STEPS", "SEED"):
@@ -89,3 +90,27 @@ def test_a_runs_directory_in_the_working_directory_does_not_break_includes(tmp_p
   (tmp_path / "runs" / "demo").mkdir(parents=True)  # run outputs beside the checkout
   monkeypatch.chdir(tmp_path)
   ginconf.parse(["runs/tiny_cpu.gin"], ["MODEL_DIR = '/tmp/unused'"])
+
+
+def test_a_macro_no_file_reads_is_an_error_naming_the_closest(tmp_path):
+  with pytest.raises(ValueError, match=r"--gin.TRAIN_STEP=100: no gin file or binding reads the "
+                                       r"macro TRAIN_STEP; did you mean --gin.TRAIN_STEPS\?"):
+    ginconf.parse(["runs/tiny_cpu.gin"], ["MODEL_DIR = '/tmp/x'", "TRAIN_STEP = 100"])
+  with pytest.raises(ValueError, match=r"--gin.ZZZ=1: .*macros read: .*TRAIN_STEPS"):
+    ginconf.parse(["runs/tiny_cpu.gin"], ["MODEL_DIR = '/tmp/x'", "ZZZ = 1"])
+  # A macro read only by another command-line binding is read.
+  ginconf.parse(["runs/tiny_cpu.gin"], ["MODEL_DIR = '/tmp/x'", "STEPS2 = 7",
+                                        "TRAIN_STEPS = %STEPS2"])
+
+
+def test_unknown_parameter_names_the_closest_known_one(tmp_path):
+  with pytest.raises(ValueError, match=r"--gin.train.train_step=1: .*'train_step'.*"
+                                       r"did you mean train.train_steps\?"):
+    ginconf.parse(["runs/tiny_cpu.gin"], ["MODEL_DIR = '/tmp/x'", "train.train_step = 1"])
+  with pytest.raises(ValueError, match=r"--gin.train.zzz=1: .*its parameters: model_dir, "):
+    ginconf.parse(["runs/tiny_cpu.gin"], ["MODEL_DIR = '/tmp/x'", "train.zzz = 1"])
+  path = tmp_path / "typo.gin"
+  path.write_text("include 'runs/tiny_cpu.gin'\nPretrainData.shuffle_bufer_size = 10\n")
+  with pytest.raises(ValueError, match=r"(?s)typo.gin.*did you mean "
+                                       r"PretrainData.shuffle_buffer_size\?"):
+    ginconf.parse([str(path)], ["MODEL_DIR = '/tmp/x'"])

@@ -8,11 +8,13 @@ any other non-empty directory is left alone.
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
 import shutil
 import sys
 import tempfile
 
+from fineline.analysis import events
 from fineline.analysis import findings
 from fineline.analysis import records
 from fineline.analysis import report
@@ -34,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="checkpoints in the window that decides each task's phase")
   parser.add_argument("--fit_min_r2", type=float, default=0.8,
                       help="R² below which a fitted curve is not extrapolated")
+  parser.add_argument("--schedule", default=None, metavar="FILE",
+                      help='JSON list of training events for released series, e.g. '
+                           '[{"tokens": 1.6e12, "label": "lr x0.316"}] (see '
+                           "fineline/analysis/events.py); run directories' own rate drops "
+                           "come from metrics.jsonl")
+  parser.add_argument("--model_size", action="append", default=[], metavar="SERIES=PARAMS",
+                      help="parameter count of a series (repeatable), e.g. amber=6.7e9: "
+                           "aligns runs on training FLOPs too")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -43,6 +53,21 @@ def _check_args(args: argparse.Namespace) -> None:
     raise ValueError(f"--target is a normalised score in (0, 1], got {args.target}")
   if args.window < 3:
     raise ValueError(f"--window must be at least 3 checkpoints, got {args.window}")
+
+
+def _model_sizes(values: list[str]) -> dict[str, float]:
+  sizes = {}
+  for value in values:
+    name, eq, number = value.rpartition("=")
+    try:
+      size = float(number) if eq and name else math.nan
+    except ValueError:
+      size = math.nan
+    if not size > 0:
+      raise ValueError(f"--model_size {value!r}: expected SERIES=PARAMS with a positive "
+                       "parameter count, e.g. amber=6.7e9")
+    sizes[name] = size
+  return sizes
 
 
 def _place(staging: pathlib.Path, output: pathlib.Path) -> None:
@@ -65,11 +90,20 @@ def run(args: argparse.Namespace) -> int:
   output = pathlib.Path(args.output)
   if output.exists() and not output.is_dir():
     raise FileExistsError(f"{output}: exists and is not a directory")
+  sizes = _model_sizes(args.model_size)
+  schedule = events.read_schedule(args.schedule) if args.schedule else []
   series_list, notes = records.load_series(args.results)
+  unknown = sorted(set(sizes) - {s.name for s in series_list})
+  if unknown:
+    raise ValueError(f"--model_size names series {unknown} that the records do not hold; "
+                     f"series: {[s.name for s in series_list]}")
+  for series in series_list:
+    series.parameters = sizes.get(series.name, series.parameters)
   for note in notes:
     print(f"note: {note}", file=sys.stderr)
   result = findings.analyze(series_list, notes, budget_tokens=args.budget_tokens,
-                            target=args.target, window=args.window, min_r2=args.fit_min_r2)
+                            target=args.target, window=args.window, min_r2=args.fit_min_r2,
+                            schedule=schedule)
   output.parent.mkdir(parents=True, exist_ok=True)
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
   try:

@@ -10,7 +10,9 @@ import itertools
 import numpy as np
 
 from fineline.analysis import records as records_lib
+from fineline.analysis import scaling
 from fineline.analysis import stats
+from fineline.analysis import studies
 
 FORMAT = "fineline-analysis-v1"
 MAX_EXTRAPOLATION = 100.0  # furthest multiple of the last checkpoint's tokens to predict at
@@ -160,21 +162,26 @@ def _trajectories(series: records_lib.Series) -> dict[tuple[str, str], np.ndarra
 
 
 def _similarity(series_list: list[records_lib.Series]) -> list[dict]:
+  """Curve-shape similarity of each shared task and group, on tokens and (where both model
+  sizes are known) on training FLOPs."""
   out = []
   for a, b in itertools.combinations(series_list, 2):
     ta, tb = _trajectories(a), _trajectories(b)
-    for kind, name in sorted(set(ta) & set(tb)):
-      sim = stats.trajectory_similarity(a.tokens, ta[kind, name], b.tokens, tb[kind, name])
+    axes = [("tokens", a.tokens, b.tokens)]
+    if a.parameters and b.parameters:
+      axes.append(("flops", scaling.flops(a), scaling.flops(b)))
+    for (kind, name), (axis, xa, xb) in itertools.product(sorted(set(ta) & set(tb)), axes):
+      sim = stats.trajectory_similarity(xa, ta[kind, name], xb, tb[kind, name])
       out.append({"level": kind, "task" if kind == "task" else "capability": name,
-                  "a": a.name, "b": b.name,
+                  "a": a.name, "b": b.name, "axis": axis,
                   **(sim or {"pearson": None, "spearman": None,
-                             "reason": "no common token range with 3+ varying points"})})
+                             "reason": f"no common {axis} range with 3+ varying points"})})
   return out
 
 
 def analyze(series_list: list[records_lib.Series], notes: list[str], *,
             budget_tokens: float | None = None, target: float | None = None, window: int = 4,
-            min_r2: float = 0.8) -> dict:
+            min_r2: float = 0.8, schedule: list[dict] | None = None) -> dict:
   """Findings for every series; the dict `analysis.json` holds."""
   notes = list(notes)
   result = {"format": FORMAT, "settings": {"budget_tokens": budget_tokens, "target": target,
@@ -197,8 +204,13 @@ def analyze(series_list: list[records_lib.Series], notes: list[str], *,
       notes.append(f"{series.name}: no training loss (no metrics.jsonl, record loss or "
                    "language-modelling task); loss correlations left out")
     entry["verdict"] = _verdict(series, entry)
+    entry["studies"] = studies.series_studies(series, group_aggregate, schedule or [])
+    if len(series.tasks) < 2:
+      notes.append(f"{series.name}: one task; lead-lag and task-to-task prediction need two "
+                   "capability groups or tasks")
     result["series"][series.name] = entry
   result["similarity"] = _similarity(series_list)
+  result["across"] = studies.across_studies(series_list, group_aggregate)
   if len(series_list) < 2:
     result["similarity_note"] = "one series: similarity across model sizes needs two or more"
   return result

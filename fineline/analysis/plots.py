@@ -62,9 +62,19 @@ def _log_tokens_axis(ax) -> None:
   ax.tick_params(axis="x", labelsize=7)
 
 
-def plot_group(path: pathlib.Path, group: str,
-               series_list: list[records_lib.Series]) -> pathlib.Path:
-  """Group aggregate and each task's score against training tokens, one line per series."""
+EVENT_STYLE = {"lr_drop": "--", "loss_spike": ":"}  # line style; colour: the series'
+
+
+def _mark_events(ax, marks: list[tuple[dict, tuple]]) -> None:
+  for event, color in marks:
+    ax.axvline(event["tokens"], linewidth=1.2, alpha=0.8, color=color,
+               linestyle=EVENT_STYLE.get(event["kind"], "-."))
+
+
+def plot_group(path: pathlib.Path, group: str, series_list: list[records_lib.Series],
+               events: dict[str, list[dict]] | None = None) -> pathlib.Path:
+  """Group aggregate and each task's score against training tokens, one line per series,
+  ±1 stderr bands, and vertical lines at each series' training `events` (by series name)."""
   colors = _colors(series_list)
   tasks = sorted({t for s in series_list for t, tr in s.tasks.items() if tr.capability == group})
   shown = tasks[:MAX_TASK_PANELS]
@@ -85,8 +95,11 @@ def plot_group(path: pathlib.Path, group: str,
     ax.set_title(f"{task} ({track.metric})", fontsize=9)
     if track.chance is not None:
       ax.axhline(track.chance, color="grey", linestyle=":", linewidth=1, label="chance")
+  marks = [(e, colors[s.name]) for s in series_list for e in (events or {}).get(s.name, [])
+           if s.tokens.min() <= e["tokens"] <= s.tokens.max()]
   for ax in axes:
     if ax.has_data():
+      _mark_events(ax, marks)
       _log_tokens_axis(ax)
     ax.set_xlabel("training tokens")
     ax.grid(True, alpha=0.3)

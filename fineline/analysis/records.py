@@ -17,24 +17,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fineline import capabilities
+from fineline.analysis import events as events_lib
+
 # Preference order of a task's primary metric; the last two are lower-is-better.
 PRIMARY_METRICS = ("acc_norm", "acc", "exact_match", "bits_per_byte", "perplexity")
 LOWER_IS_BETTER = ("bits_per_byte", "perplexity", "word_perplexity", "byte_perplexity")
-# Fallbacks for records that carry no `capability`/`chance`: (capability, chance), matched
-# on the task name's prefix, longest first.
-KNOWN_TASKS = {
-    "hellaswag": ("commonsense_reasoning", 0.25), "piqa": ("commonsense_reasoning", 0.5),
-    "winogrande": ("commonsense_reasoning", 0.5), "siqa": ("commonsense_reasoning", 1 / 3),
-    "social_iqa": ("commonsense_reasoning", 1 / 3), "copa": ("commonsense_reasoning", 0.5),
-    "commonsense_qa": ("commonsense_reasoning", 0.2), "arc": ("commonsense_reasoning", 0.25),
-    "openbookqa": ("commonsense_reasoning", 0.25), "sciq": ("world_knowledge", 0.25),
-    "triviaqa": ("world_knowledge", 0.0), "nq_open": ("world_knowledge", 0.0),
-    "boolq": ("reading_comprehension", 0.5), "lambada": ("reading_comprehension", 0.0),
-    "race": ("reading_comprehension", 0.25), "gsm8k": ("math", 0.0), "math": ("math", 0.0),
-    "humaneval": ("code", 0.0), "mbpp": ("code", 0.0), "mmlu": ("examination", 0.25),
-    "cmmlu": ("examination", 0.25), "ceval": ("examination", 0.25),
-    "wikitext": ("language_modeling", None), "pile": ("language_modeling", None),
-}
+PARAMETER_FIELDS = ("parameters", "n_params")  # a record's model size, for FLOPs
 LOSS_WINDOW_STEPS = 5  # logged training steps averaged into one checkpoint's loss
 LOSS_SOURCES = ("training loss (metrics.jsonl)", "record loss")  # then language-model tasks
 
@@ -84,6 +73,9 @@ class Series:
   loss: np.ndarray
   loss_source: str | None
   tasks: dict[str, TaskTrack]
+  # Training events (events.py) on the token axis, and the model size where known.
+  events: list[dict] = dataclasses.field(default_factory=list)
+  parameters: float | None = None
 
   @property
   def groups(self) -> dict[str, list[str]]:
@@ -98,13 +90,6 @@ class _Source:
   label: str  # run directory name, file stem or directory name
   files: list[pathlib.Path]
   metrics: pathlib.Path | None = None
-
-
-def known_task(name: str) -> tuple[str, float | None] | None:
-  for prefix in sorted(KNOWN_TASKS, key=len, reverse=True):
-    if name.lower().startswith(prefix):
-      return KNOWN_TASKS[prefix]
-  return None
 
 
 def _is_run_dir(path: pathlib.Path) -> bool:
@@ -222,8 +207,8 @@ def _record_losses(record: dict[str, Any], metric_loss: float | None) -> dict[st
   for name, task in sorted(record["tasks"].items()):
     if not isinstance(task, dict):
       continue
-    capability = task.get("capability") or (known_task(name) or ("", 0))[0]
-    if capability != "language_modeling":
+    capability = task.get("capability") or (capabilities.lookup(name) or ("", 0))[0]
+    if capability != capabilities.LANGUAGE_MODELING:
       continue
     if _number(task.get("bits_per_byte")) is not None:
       found.setdefault(f"{name} bits_per_byte", _number(task["bits_per_byte"]))
@@ -258,9 +243,12 @@ def _build_series(name: str, label: str, entries: list[dict[str, Any]],
     notes.append(f"{name}: tasks missing at some checkpoints (shown as gaps): "
                  + ", ".join(f"{t} ({int(np.isnan(tasks[t].score).sum())}/{len(entries)})"
                              for t in gaps))
+  sizes = {_number(e["record"].get(k)) for e in entries for k in PARAMETER_FIELDS} - {None}
+  if len(sizes) > 1:
+    notes.append(f"{name}: records give several model sizes {sorted(sizes)}; none used")
   return Series(name, label, tokens, [e["record"].get("step") for e in entries],
                 [str(e["record"].get("checkpoint") or e["where"]) for e in entries],
-                loss, loss_source, tasks)
+                loss, loss_source, tasks, parameters=sizes.pop() if len(sizes) == 1 else None)
 
 
 def _build_track(series: str, task: str, values: list[Any], notes: list[str]) -> TaskTrack | None:
@@ -273,12 +261,12 @@ def _build_track(series: str, task: str, values: list[Any], notes: list[str]) ->
     notes.append(f"{series}: task {task} has none of the metrics {', '.join(PRIMARY_METRICS)}; "
                  "left out")
     return None
-  known = known_task(task)
-  capabilities = collections.Counter(v["capability"] for v in present
-                                     if isinstance(v.get("capability"), str))
-  capability = capabilities.most_common(1)[0][0] if capabilities else (known or ["other"])[0]
-  if len(capabilities) > 1:
-    notes.append(f"{series}: task {task} has capabilities {sorted(capabilities)}; "
+  known = capabilities.lookup(task)
+  declared = collections.Counter(v["capability"] for v in present
+                                 if isinstance(v.get("capability"), str))
+  capability = declared.most_common(1)[0][0] if declared else (known or ["other"])[0]
+  if len(declared) > 1:
+    notes.append(f"{series}: task {task} has capabilities {sorted(declared)}; "
                  f"used {capability}")
   chances = [_number(v.get("chance")) for v in present if _number(v.get("chance")) is not None]
   chance = None if metric in LOWER_IS_BETTER else (chances or [known and known[1]])[-1]
@@ -307,8 +295,10 @@ def load_series(paths: Sequence[str | pathlib.Path]) -> tuple[list[Series], list
   sources = list({tuple(f.resolve() for f in s.files): s
                   for p in paths for s in _expand(pathlib.Path(p))}.values())  # given twice
   grouped = collections.defaultdict(list)
+  run_events = {}
   for source in sources:
     metrics = _read_metrics(source.metrics, notes) if source.metrics else []
+    run_events[source.label] = events_lib.from_metrics(metrics)
     for path in source.files:
       for where, record in _read_json_objects(path, notes):
         problem = _check_record(record)
@@ -337,4 +327,6 @@ def load_series(paths: Sequence[str | pathlib.Path]) -> tuple[list[Series], list
   names = collections.Counter(model for model, _ in grouped)
   series = [_build_series(model if names[model] == 1 else f"{model} ({label})", label, entries,
                           notes) for (model, label), entries in grouped.items()]
+  for one in series:
+    one.events = list(run_events.get(one.source, []))
   return sorted(series, key=lambda s: s.name), notes

@@ -1,13 +1,13 @@
 """Writes a report directory: tables, plots, report.md, index.html and analysis.json.
 
 The report is built once as a list of blocks (heading, paragraph, list, table, image) and
-rendered to both Markdown and HTML, so the two always say the same.
+rendered to both Markdown (plots beside it in plots/) and one self-contained HTML page
+(`page`), so the two always say the same.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import json
 import math
 import pathlib
@@ -17,46 +17,11 @@ from typing import Any
 import numpy as np
 
 from fineline.analysis import findings as findings_lib
+from fineline.analysis import methods
+from fineline.analysis import page
 from fineline.analysis import plots
+from fineline.analysis import sections
 from fineline.analysis import records as records_lib
-
-METHODS = [
-    "Primary metric per task: the record's primary_metric when it names a reported number; "
-    "else acc_norm, else acc, else exact_match, else bits_per_byte or perplexity (lower is "
-    "better; negated, perplexity as -log, where a direction matters). "
-    "Normalised score = (score - chance) / (1 - chance); capability aggregate = mean "
-    "normalised score of the group's tasks, only at checkpoints where all of them were "
-    "evaluated, stderr propagated.",
-    "Training loss per checkpoint: mean of the last 5 logged training losses at or before "
-    "its step (metrics.jsonl); else the record's own loss; else a language-modelling task's "
-    "bits per byte or log-perplexity. The source used is named per series.",
-    "Loss correlation: Spearman and Pearson (scipy.stats) between the training loss and the "
-    "task's score over the checkpoints where both are known (3 or more). A healthy run has "
-    "a negative correlation for accuracy-like metrics.",
-    "Phase: over the last W checkpoints, weighted least-squares slope of the score against "
-    "log10(tokens) with weights 1/stderr², its error propagated from the per-point stderr "
-    "(inflated by sqrt(χ²/dof) when the points scatter more). At chance: the recent weighted "
-    "mean is within 2 stderr of chance and no earlier point rose significantly above it. "
-    "Regressing: slope t < -2, or the last two points 2.5 combined stderr below the earlier "
-    "peak. Rising: slope t > 2. Saturated: otherwise. Groups are judged the same way on "
-    "their aggregate (chance = 0); where no aggregate can be judged (no normalised task, "
-    "too few checkpoints with all tasks), by their most telling task phase: regressing, "
-    "then rising, saturated, at chance.",
-    "Saturating fit: score = a - b·(tokens/t_ref)^(-c), b ≥ 0, 0.01 ≤ c ≤ 3, by "
-    "scipy.optimize.curve_fit with bounds, weighted by stderr, on normalised scores "
-    "(a ≤ 1); t_ref = last checkpoint's tokens. Predictions at the budget and tokens to the "
-    "target (default: 90% of the fitted asymptote) are given only when the fit has 5 or more "
-    "points and R² ≥ the threshold, within 100x the last checkpoint's tokens, and (for the "
-    "default target) when the asymptote is identified (a below its bound of 1, c above its "
-    "lower bound); otherwise the prediction is refused and the reason stated.",
-    "Similarity across series: both normalised trajectories linearly interpolated in "
-    "log(tokens) onto 16 log-spaced points over the token range both cover, then Pearson "
-    "and Spearman correlation of the resampled values.",
-    "Task-to-task predictability: for each task of a group, least squares of its normalised "
-    "trajectory on the mean of the group's other tasks; R² is leave-one-task-out (the task "
-    "is not in its predictor) and leave-one-checkpoint-out (PRESS residuals).",
-]
-
 
 def slug(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "unnamed"
@@ -140,7 +105,9 @@ def _task_rows(entry: dict) -> list[list[Any]]:
 
 
 def _blocks(series_list, result, images) -> list[tuple]:
-  blocks = [("h", 1, "Capability dynamics report"), ("h", 2, "Optimization state")]
+  """`images`: (relative path, caption, section) with section "heatmap", "curves" or "other"."""
+  shown = lambda section: [("img", rel, alt) for rel, alt, sec in images if sec == section]
+  blocks = [("h", 1, "Capability dynamics report"), ("h", 2, "Verdict")]
   for name, entry in result["series"].items():
     blocks.append(("h", 3, f"{name} — {entry['checkpoints']} checkpoint(s), up to "
                            f"{plots.human_tokens(entry['tokens'][-1])} tokens"))
@@ -149,6 +116,13 @@ def _blocks(series_list, result, images) -> list[tuple]:
                    [[g, r["phase"], r["verdict"]] for g, r in entry["groups"].items()]))
   if result["notes"]:
     blocks += [("h", 2, "Notes"), ("ul", result["notes"])]
+  if shown("heatmap"):
+    blocks += [("h", 2, "Task × checkpoint heat map"), *shown("heatmap")]
+  blocks += [("h", 2, "Capability curves and training events"),
+             ("p", "Per group: the mean normalised score and each task's score against "
+                   "training tokens, ±1 stderr bands; vertical lines in a series' colour mark its "
+                   "learning-rate drops (dashed) and loss spikes (dotted)."),
+             *shown("curves"), *sections.event_blocks(result), *shown("other")]
   blocks += [("h", 2, "Per-task findings"),
              ("p", f"Phase window: last {result['settings']['window']} checkpoints. Fits are "
                    f"on normalised scores; the budget is each series' budget_tokens below.")]
@@ -159,29 +133,19 @@ def _blocks(series_list, result, images) -> list[tuple]:
                              "slope/10x tokens", "loss Spearman", "loss Pearson", "fit R²",
                              "at budget (norm.)", "tokens to target", "fit"],
                    _task_rows(entry)))
+  blocks += sections.emergence_blocks(result) + sections.lead_lag_blocks(result)
+  blocks += sections.forecast_blocks(result)
   blocks.append(("h", 2, "Task-to-task predictability within a group (leave-one-task-out R²)"))
   rows = [[name, g, t, v["r2"], v["r2_fit"], v["n"]] for name, entry in result["series"].items()
           for g, r in entry["groups"].items() for t, v in r["leave_one_task_out"].items() if v]
   blocks.append(("table", ["series", "capability", "held-out task", "R² (out of sample)",
                            "R² (in sample)", "checkpoints"], rows) if rows else
                 ("p", "Not available: needs 2+ tasks of a group with 4+ shared checkpoints."))
-  blocks.append(("h", 2, "Similarity of dynamics across series"))
-  sims = [s for s in result["similarity"] if s.get("pearson") is not None]
-  blocks.append(("table", ["task or group", "series A", "series B", "Pearson", "Spearman",
-                           "tokens"],
-                 [[s.get("task") or f"{s['capability']} (group mean)", s["a"], s["b"],
-                   s["pearson"], s["spearman"],
-                   f"{plots.human_tokens(s['tokens_from'])}–{plots.human_tokens(s['tokens_to'])}"]
-                  for s in sims]) if sims else
-                ("p", result.get("similarity_note") or
-                 "No pair of series shares a task over a common token range."))
-  if images:
-    blocks.append(("h", 2, "Plots"))
-    blocks += [("img", rel, alt) for rel, alt in images]
+  blocks += sections.across_blocks(result)
   blocks += [("h", 2, "Tables"),
              ("ul", [f"tables/{n}.csv and tables/{n}.md" for n in ("scores", "normalized",
                                                                    "groups")]),
-             ("h", 2, "Methods"), ("ul", METHODS)]
+             ("h", 2, "Methods"), ("ul", methods.methods(result["settings"]))]
   return blocks
 
 
@@ -202,33 +166,6 @@ def _markdown(blocks) -> str:
   return "\n\n".join(parts) + "\n"
 
 
-def _html(blocks) -> str:
-  e = html.escape
-  body = []
-  for block in blocks:
-    kind = block[0]
-    if kind == "h":
-      body.append(f"<h{block[1]}>{e(block[2])}</h{block[1]}>")
-    elif kind == "p":
-      body.append(f"<p>{e(block[1])}</p>")
-    elif kind == "ul":
-      body.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in block[1]) + "</ul>")
-    elif kind == "table":
-      head = "".join(f"<th>{e(h)}</th>" for h in block[1])
-      rows = "".join("<tr>" + "".join(f"<td>{e(_fmt(v))}</td>" for v in row) + "</tr>"
-                     for row in block[2])
-      body.append(f"<table><tr>{head}</tr>{rows}</table>")
-    elif kind == "img":
-      body.append(f'<figure><img src="{e(block[1])}" alt="{e(block[2])}">'
-                  f"<figcaption>{e(block[2])}</figcaption></figure>")
-  style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:"
-           "collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
-           "img{max-width:100%}")
-  return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Capability dynamics"
-          f"</title><style>{style}</style></head><body>\n" + "\n".join(body)
-          + "\n</body></html>\n")
-
-
 def write_report(out_dir: pathlib.Path, series_list: list[records_lib.Series],
                  result: dict) -> list[pathlib.Path]:
   """Writes everything into `out_dir` (which must exist); returns the plot paths."""
@@ -237,23 +174,27 @@ def write_report(out_dir: pathlib.Path, series_list: list[records_lib.Series],
     _write_csv(out_dir / "tables" / f"{name}.csv", header, rows)
     (out_dir / "tables" / f"{name}.md").write_text(_md_table(header, rows) + "\n",
                                                    encoding="utf-8")
-  images = []
+  images = []  # (path, section)
   if any(len(s.tokens) >= 2 for s in series_list):
     (out_dir / "plots").mkdir()
-    for group in sorted({g for s in series_list for g in s.groups}):
-      path = plots.plot_group(out_dir / "plots" / f"group_{slug(group)}.png", group, series_list)
-      images.append(path)
-    images.append(plots.plot_loss(out_dir / "plots" / "loss_vs_capability.png", series_list))
     for i, series in enumerate(series_list):
       name = slug(series.name)
       if sum(slug(s.name) == name for s in series_list) > 1:
         name += f"_{i}"  # names that differ only in characters a file name cannot hold
-      images.append(plots.plot_heatmap(out_dir / "plots" / f"heatmap_{name}.png", series))
-  images = [p for p in images if p is not None]
-  image_refs = [(p.relative_to(out_dir).as_posix(), p.stem.replace("_", " ")) for p in images]
+      images.append((plots.plot_heatmap(out_dir / "plots" / f"heatmap_{name}.png", series),
+                     "heatmap"))
+    marks = {name: entry["studies"]["events"] for name, entry in result["series"].items()}
+    for group in sorted({g for s in series_list for g in s.groups}):
+      images.append((plots.plot_group(out_dir / "plots" / f"group_{slug(group)}.png", group,
+                                      series_list, marks), "curves"))
+    images.append((plots.plot_loss(out_dir / "plots" / "loss_vs_capability.png", series_list),
+                   "other"))
+  images = [(p, sec) for p, sec in images if p is not None]
+  image_refs = [(p.relative_to(out_dir).as_posix(), p.stem.replace("_", " "), sec)
+                for p, sec in images]
   blocks = _blocks(series_list, result, image_refs)
   (out_dir / "report.md").write_text(_markdown(blocks), encoding="utf-8")
-  (out_dir / "index.html").write_text(_html(blocks), encoding="utf-8")
+  (out_dir / "index.html").write_text(page.render(blocks, out_dir, _fmt), encoding="utf-8")
   (out_dir / "analysis.json").write_text(json.dumps(jsonable(result), indent=1, allow_nan=False)
                                          + "\n", encoding="utf-8")
-  return images
+  return [p for p, _ in images]

@@ -14,6 +14,11 @@ from scipy import optimize
 from scipy import stats as sps
 
 PHASES = ("at_chance", "rising", "saturated", "regressing")
+PHASE_Z = 2.0  # slope t and distance from chance, in stderr, that decide a phase
+DROP_Z = 2.5  # last two points this many combined stderr below the peak: regressing
+SIMILARITY_POINTS = 16  # log-spaced points two trajectories are compared on
+LOTO_MIN_POINTS = 4  # shared checkpoints leave-one-task-out needs
+FIT_MIN_POINTS = 5  # checkpoints a saturating fit needs
 
 
 def _finite(*arrays: np.ndarray) -> np.ndarray:
@@ -55,7 +60,7 @@ def resample_log(tokens: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np
 
 
 def trajectory_similarity(tokens_a, values_a, tokens_b, values_b,
-                          points: int = 16) -> dict[str, float] | None:
+                          points: int = SIMILARITY_POINTS) -> dict[str, float] | None:
   """Correlation of two trajectories resampled on their common log-token grid."""
   grid = common_log_grid([np.asarray(tokens_a)[_finite(values_a)],
                           np.asarray(tokens_b)[_finite(values_b)]], points)
@@ -69,7 +74,7 @@ def trajectory_similarity(tokens_a, values_a, tokens_b, values_b,
 
 
 def leave_one_task_out(values_by_task: dict[str, np.ndarray],
-                       min_points: int = 4) -> dict[str, dict[str, float] | None]:
+                       min_points: int = LOTO_MIN_POINTS) -> dict[str, dict[str, float] | None]:
   """Predicts each task's trajectory from the mean of the group's other tasks.
 
   Per held-out task: ordinary least squares y = α + β·mean(others) over the checkpoints
@@ -112,7 +117,8 @@ def _saturating_jac(t_rel, a, b, c):
   return np.column_stack([np.ones_like(t_rel), -power, b * power * np.log(t_rel)])
 
 
-def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf), min_points: int = 5,
+def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf),
+                   min_points: int = FIT_MIN_POINTS,
                    min_r2: float = 0.8) -> dict:
   """Fits y = a − b·(tokens/t_ref)^(−c), b ≥ 0, 0.01 ≤ c ≤ 3 (scipy curve_fit, bounds).
 
@@ -138,7 +144,7 @@ def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf), min_poi
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        params, _ = optimize.curve_fit(
+        params, cov = optimize.curve_fit(
             _saturating, t / t_ref, ys, p0=p0, sigma=sig, absolute_sigma=sig is not None,
             bounds=([a_bounds[0], 0.0, 0.01], [a_bounds[1], np.inf, 3.0]), jac=_saturating_jac,
             max_nfev=2000)
@@ -146,14 +152,18 @@ def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf), min_poi
       continue
     sse = float(((ys - _saturating(t / t_ref, *params)) ** 2).sum())
     if best is None or sse < best[1]:
-      best = (params, sse)
+      best = (params, sse, cov)
   if best is None:
     return {"usable": False, "n": n, "reason": "curve_fit did not converge"}
-  (a, b, c), sse = best
+  (a, b, c), sse, cov = best
   ss_tot = float(((ys - ys.mean()) ** 2).sum())
   r2 = 1 - sse / ss_tot if ss_tot > 0 else 0.0
   fit = {"a": float(a), "b": float(b), "c": float(c), "t_ref": t_ref, "r2": float(r2), "n": n,
-         "rmse": math.sqrt(sse / n), "usable": r2 >= min_r2, "reason": None}
+         "rmse": math.sqrt(sse / n), "usable": r2 >= min_r2, "reason": None,
+         # Parameter covariance, scaled up when the points scatter more than their stderr.
+         "cov": (np.asarray(cov) * (max(1.0, float((((ys - _saturating(t / t_ref, a, b, c))
+                                                      / sig) ** 2).sum()) / max(n - 3, 1))
+                                    if sig is not None else 1.0)).tolist()}
   if r2 < min_r2:
     fit["reason"] = f"R² {r2:.2f} below {min_r2}: the curve does not describe the points"
   return fit
@@ -161,6 +171,12 @@ def fit_saturating(tokens, y, sigma=None, *, a_bounds=(-np.inf, np.inf), min_poi
 
 def predict(fit: dict, tokens: float) -> float:
   return float(_saturating(tokens / fit["t_ref"], fit["a"], fit["b"], fit["c"]))
+
+
+def predict_se(fit: dict, tokens: float) -> float:
+  """Standard error of the fitted curve at `tokens` (delta method on the covariance)."""
+  grad = _saturating_jac(np.array([tokens / fit["t_ref"]]), fit["a"], fit["b"], fit["c"])[0]
+  return float(math.sqrt(max(grad @ np.asarray(fit["cov"]) @ grad, 0.0)))
 
 
 def tokens_to_reach(fit: dict, level: float) -> float | None:
@@ -202,7 +218,7 @@ def slope_test(tokens, y, sigma=None) -> dict[str, float]:
 
 
 def classify_phase(tokens, y, sigma=None, chance: float | None = None, *, window: int = 4,
-                   z: float = 2.0) -> dict:
+                   z: float = PHASE_Z) -> dict:
   """at_chance | rising | saturated | regressing over the last `window` checkpoints.
 
   y is higher-is-better. At chance: the recent weighted mean is within z stderr of chance
@@ -240,7 +256,7 @@ def classify_phase(tokens, y, sigma=None, chance: float | None = None, *, window
                 window=k)
   if at_chance and not peak_above_chance:
     phase = "at_chance"
-  elif test["t"] < -z or drop_z > 2.5:
+  elif test["t"] < -z or drop_z > DROP_Z:
     phase = "regressing"
   elif at_chance:
     phase = "at_chance"
