@@ -3,7 +3,8 @@
 The groups follow the capability analysis this suite serves (and LLaMA's grouping of
 these benchmarks): commonsense reasoning, world knowledge, reading comprehension, math,
 code, examinations and language modelling. Chance is the score of uniform guessing on the
-primary metric: 0 for exact-match generation and greedy matching, None for perplexities.
+primary metric: 0 for exact-match generation and greedy matching, None for perplexities
+and where it differs between documents (TruthfulQA).
 """
 
 from __future__ import annotations
@@ -32,19 +33,38 @@ TASKS: dict[str, tuple[str, float | None]] = {
     "lambada": (READING, 0.0),
     "gsm8k": (MATH, 0.0),
     "mmlu": (EXAMINATION, 0.25),
+    "ceval": (EXAMINATION, 0.25),
+    "cmmlu": (EXAMINATION, 0.25),
+    "social_iqa": (COMMONSENSE, 1 / 3),
+    "commonsense_qa": (COMMONSENSE, 0.2),
+    "race": (READING, 0.25),
+    "nq_open": (WORLD_KNOWLEDGE, 0.0),
+    # TruthfulQA's questions have different numbers of answers, so guessing's score depends
+    # on the documents evaluated: the metrics report it as `acc_chance` instead.
+    "truthfulqa_mc1": (WORLD_KNOWLEDGE, None),
+    "truthfulqa_mc2": (WORLD_KNOWLEDGE, None),
+    "minerva_math": (MATH, 0.0),
     "heldout_ppl": (LANGUAGE_MODELING, None),
 }
+# Subtasks of a subject-grouped task: prefix → the group whose capability and chance apply.
+SUBTASK_PREFIXES = {"mmlu_": "mmlu", "ceval_": "ceval", "cmmlu_": "cmmlu",
+                    "minerva_math_": "minerva_math"}
+
+
+def _group_of(task: str) -> str:
+  for prefix, group in SUBTASK_PREFIXES.items():
+    if task.startswith(prefix):
+      return group
+  return task
 
 
 def capability(task: str) -> str:
   if task in TASKS:
     return TASKS[task][0]
-  if task.startswith("mmlu_"):
-    return EXAMINATION
+  if _group_of(task) in TASKS:
+    return TASKS[_group_of(task)][0]
   raise KeyError(f"no capability group for task {task!r}; add it to evals/capabilities.py")
 
 
 def chance(task: str) -> float | None:
-  if task.startswith("mmlu_"):
-    return 0.25
-  return TASKS[task][1]
+  return TASKS[task][1] if task in TASKS else TASKS[_group_of(task)][1]
