@@ -183,6 +183,7 @@ TASKS = (
         doc_to_choice=lambda d: list("ABCDE"), doc_to_target=lambda d: d["answerKey"]),
     DocTask(
         name="race", kind="multiple_choice", eval_splits=("test",), exclude_eval_doc=False,
+        fewshot_split="test",  # a test-only task: shots from test, unfiltered (as lm-eval)
         dataset=DatasetSpec("race", hf_dir="race/high"), doc_to_text=race_text,
         doc_to_choice=lambda d: list(_race_problems(d)[-1]["options"][:4]),
         doc_to_target=lambda d: "ABCD".index(_race_problems(d)[-1]["answer"])),
