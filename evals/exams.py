@@ -80,6 +80,10 @@ CMMLU_SUBJECTS = {
     "world_history": "世界历史", "world_religions": "世界宗教",
 }
 LETTERS = ("A", "B", "C", "D")
+CEVAL_ORIGIN = ("C-Eval's ceval-exam.zip (Hugging Face dataset ceval/ceval-exam) and unzip "
+                "it into <data_dir>/ceval")
+CMMLU_ORIGIN = ("CMMLU's cmmlu_v1_0_1.zip (github.com/haonan-li/CMMLU, data/) and unzip it "
+                "so that <data_dir>/cmmlu/{dev,test}/ hold the CSV files")
 
 
 def _exam_text(question_key):
@@ -92,7 +96,8 @@ def ceval_task(subject: str) -> DocTask:
       name=f"ceval_{subject}", kind="multiple_choice", eval_splits=("val",),
       fewshot_split="dev", sampler="first_n", exclude_eval_doc=False,
       dataset=DatasetSpec(f"ceval_{subject}",
-                          csv_file=f"ceval/{{split}}/{subject}_{{split}}.csv"),
+                          csv_file=f"ceval/{{split}}/{subject}_{{split}}.csv",
+                          origin=CEVAL_ORIGIN),
       description=(f"以下是中国关于{CEVAL_SUBJECTS[subject]}的单项选择题，"
                    "请选出其中的正确答案。\n\n"),
       doc_to_text=_exam_text("question"), doc_to_choice=lambda d: list(LETTERS),
@@ -103,7 +108,8 @@ def cmmlu_task(subject: str) -> DocTask:
   return DocTask(
       name=f"cmmlu_{subject}", kind="multiple_choice", eval_splits=("test",),
       fewshot_split="dev", sampler="first_n", exclude_eval_doc=False,
-      dataset=DatasetSpec(f"cmmlu_{subject}", csv_file=f"cmmlu/{{split}}/{subject}.csv"),
+      dataset=DatasetSpec(f"cmmlu_{subject}", csv_file=f"cmmlu/{{split}}/{subject}.csv",
+                          origin=CMMLU_ORIGIN),
       description=(f"以下是关于{CMMLU_SUBJECTS[subject]}的单项选择题，"
                    "请直接给出正确答案的选项。\n\n"),
       doc_to_text=_exam_text("Question"), doc_to_choice=lambda d: list(LETTERS),

@@ -113,7 +113,9 @@ def truthfulqa_task(variant: str) -> DocTask:
   targets = f"{variant}_targets"
   return DocTask(
       name=f"truthfulqa_{variant}", kind="multiple_choice",
-      dataset=DatasetSpec("truthfulqa", hf_dir="truthful_qa/multiple_choice"),
+      dataset=DatasetSpec("truthfulqa", hf_dir="truthful_qa/multiple_choice",
+                          origin="the Hugging Face dataset truthfulqa/truthful_qa "
+                                 "(multiple_choice) as <data_dir>/truthfulqa/validation.jsonl"),
       doc_to_text=lambda d: f"{TRUTHFULQA_PRIMER}\n\nQ: {d['question']}\nA:",
       doc_to_choice=lambda d: list(d[targets]["choices"]), doc_to_target=lambda d: 0,
       doc_meta=(lambda d: {"mc2_labels": list(d["mc2_targets"]["labels"])})
@@ -184,7 +186,10 @@ TASKS = (
     DocTask(
         name="race", kind="multiple_choice", eval_splits=("test",), exclude_eval_doc=False,
         fewshot_split="test",  # a test-only task: shots from test, unfiltered (as lm-eval)
-        dataset=DatasetSpec("race", hf_dir="race/high"), doc_to_text=race_text,
+        dataset=DatasetSpec("race", hf_dir="race/high",
+                            origin="the Hugging Face dataset EleutherAI/race (high) as "
+                                   "<data_dir>/race/test.jsonl"),
+        doc_to_text=race_text,
         doc_to_choice=lambda d: list(_race_problems(d)[-1]["options"][:4]),
         doc_to_target=lambda d: "ABCD".index(_race_problems(d)[-1]["answer"])),
     truthfulqa_task("mc1"),

@@ -42,6 +42,7 @@ class DatasetSpec:
   tfds_name: str | None = None
   tfds_splits: tuple[tuple[str, str], ...] = ()  # our split → TFDS split
   from_tfds: Callable[[dict], dict] | None = None  # TFDS example (decoded) → HF schema
+  origin: str | None = None  # where to get a copy that no installed package ships
 
 
 class MissingDataError(FileNotFoundError):
@@ -55,10 +56,11 @@ def load_split(spec: DatasetSpec, split: str, data_dir: str, *, task: str | None
   docs = _load_cached(spec, split, os.path.abspath(os.path.expanduser(data_dir)))
   if docs is None:
     tried = ", ".join(_candidates(spec, split, data_dir)) or "(nothing)"
+    remedy = (f"get {spec.origin} (README: evaluation data)" if spec.origin else
+              "run tools/get_eval_data.sh")
     raise MissingDataError(
         f"task {task or spec.name!r}: no {split!r} split of {spec.name!r} found in data "
-        f"directory {data_dir} (looked for {tried}); run tools/get_eval_data.sh or pass "
-        "--data_dir")
+        f"directory {data_dir} (looked for {tried}); {remedy} or pass --data_dir")
   return [dict(d) for d in docs]
 
 
