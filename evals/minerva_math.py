@@ -175,7 +175,10 @@ def is_equiv(x1: str, x2: str) -> bool:
 
 def math_verify_equal(solution: str, generation: str) -> bool:
   from math_verify import parse, verify  # pylint: disable=import-outside-toplevel
-  return bool(verify(gold=parse(solution), target=parse(generation)))
+  # math-verify's time limits are SIGALRM too, which only the main thread can set.
+  limit = EQUIV_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+  return bool(verify(gold=parse(solution, parsing_timeout=limit),
+                     target=parse(generation, parsing_timeout=limit), timeout_seconds=limit))
 
 
 def math_metric(targets, predictions):

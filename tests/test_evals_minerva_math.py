@@ -53,3 +53,16 @@ def test_stated_answer_and_equivalence_equal_lm_eval():
 def test_solution_without_boxed_answer_is_named():
   with pytest.raises(ValueError, match="without a \\\\boxed answer"):
     minerva_math.reference_answer("The answer is 5.")
+
+
+def test_scoring_works_off_the_main_thread():
+  # sympy's and math-verify's time limits use SIGALRM, which only the main thread can set;
+  # an evaluator running in a worker thread scores without them.
+  import concurrent.futures
+  targets = [{"answers": ["\\frac{1}{2}"], "solution": "So $x = \\boxed{\\frac{1}{2}}$."}] * 2
+  texts = ["Final Answer: The final answer is $0.5$. I hope it is correct.", "No idea."]
+  on_main = minerva_math.math_metric(targets, texts)
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    in_worker = pool.submit(minerva_math.math_metric, targets, texts).result()
+  assert in_worker == on_main
+  assert (on_main["exact_match"], on_main["math_verify"]) == (0.5, 0.5)
