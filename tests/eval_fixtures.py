@@ -108,7 +108,8 @@ def _race(rng, i):
 
 def _nq_open(rng, i):
   value = rng.choice(WORDS)
-  return {"question": _text(rng), "answer": [f"the {value}", value.title() + "s"][:rng.randint(1, 2)]}
+  answers = [f"the {value}", value.title() + "s"]
+  return {"question": _text(rng), "answer": answers[:rng.randint(1, 2)]}
 
 
 def _truthfulqa(rng, i):
