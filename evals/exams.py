@@ -91,6 +91,23 @@ def _exam_text(question_key):
                     f"D. {d['D']}\n答案：")
 
 
+def _checked(task: str, question_key: str, answer_key: str, header: str):
+  """process_docs that names the task, column and row of a file not in the released layout
+  (lm-eval would fail on the same rows with a bare KeyError or ValueError)."""
+  columns = (question_key, "A", "B", "C", "D", answer_key)
+  def check(docs):
+    for row, doc in enumerate(docs):
+      missing = [c for c in columns if c not in doc]
+      if missing:
+        raise ValueError(f"task {task!r}: the documents lack the column(s) {missing} (have "
+                         f"{sorted(doc)}); expected the released header {header}")
+      if doc[answer_key] not in LETTERS:
+        raise ValueError(f"task {task!r}: document {row} has {answer_key}="
+                         f"{doc[answer_key]!r}, not one of A, B, C, D")
+    return docs
+  return check
+
+
 def ceval_task(subject: str) -> DocTask:
   return DocTask(
       name=f"ceval_{subject}", kind="multiple_choice", eval_splits=("val",),
@@ -98,6 +115,8 @@ def ceval_task(subject: str) -> DocTask:
       dataset=DatasetSpec(f"ceval_{subject}",
                           csv_file=f"ceval/{{split}}/{subject}_{{split}}.csv",
                           origin=CEVAL_ORIGIN),
+      process_docs=_checked(f"ceval_{subject}", "question", "answer",
+                            "id,question,A,B,C,D,answer[,explanation]"),
       description=(f"以下是中国关于{CEVAL_SUBJECTS[subject]}的单项选择题，"
                    "请选出其中的正确答案。\n\n"),
       doc_to_text=_exam_text("question"), doc_to_choice=lambda d: list(LETTERS),
@@ -110,6 +129,8 @@ def cmmlu_task(subject: str) -> DocTask:
       fewshot_split="dev", sampler="first_n", exclude_eval_doc=False,
       dataset=DatasetSpec(f"cmmlu_{subject}", csv_file=f"cmmlu/{{split}}/{subject}.csv",
                           origin=CMMLU_ORIGIN),
+      process_docs=_checked(f"cmmlu_{subject}", "Question", "Answer",
+                            ",Question,A,B,C,D,Answer"),
       description=(f"以下是关于{CMMLU_SUBJECTS[subject]}的单项选择题，"
                    "请直接给出正确答案的选项。\n\n"),
       doc_to_text=_exam_text("Question"), doc_to_choice=lambda d: list(LETTERS),

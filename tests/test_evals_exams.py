@@ -61,3 +61,18 @@ def test_missing_files_named_with_where_to_get_them(tmp_path):
   message = str(e.value)
   assert "'ceval_law'" in message and str(tmp_path) in message
   assert "ceval/val/law_val.csv" in message and "ceval-exam.zip" in message
+
+
+def test_a_file_in_another_layout_names_task_column_and_row(tmp_path):
+  settings = task_lib.Settings(data_dir=str(tmp_path), num_fewshot=0)
+  (tmp_path / "cmmlu" / "test").mkdir(parents=True)
+  (tmp_path / "cmmlu" / "test" / "arts.csv").write_text(
+      "question,A,B,C,D,answer\nq,a,b,c,d,A\n", encoding="utf-8")
+  (tmp_path / "cmmlu" / "test" / "anatomy.csv").write_text(
+      ",Question,A,B,C,D,Answer\n0,q,a,b,c,d,A\n1,q,a,b,c,d,E\n", encoding="utf-8")
+  with task_lib.use_settings(settings):
+    with pytest.raises(ValueError, match=(
+        r"'cmmlu_arts'.*\['Question', 'Answer'\].*,Question,A,B,C,D,Answer")):
+      render.render(exams.cmmlu_task("arts"), settings)
+    with pytest.raises(ValueError, match="'cmmlu_anatomy': document 1 has Answer='E'"):
+      render.render(exams.cmmlu_task("anatomy"), settings)
