@@ -10,7 +10,7 @@ documents are the released CSV files (columns question/Question, A–D, answer/A
   <data_dir>/ceval/dev/<subject>_dev.csv, <data_dir>/ceval/val/<subject>_val.csv
       (ceval-exam.zip unzipped into <data_dir>/ceval)
   <data_dir>/cmmlu/dev/<subject>.csv, <data_dir>/cmmlu/test/<subject>.csv
-      (cmmlu_v1_0_1.zip unzipped into <data_dir>/cmmlu)
+      (cmmlu_v1_0_1.zip, or the repository's data/, unzipped into <data_dir>/cmmlu)
 
 or a user's own JSONL copy per subject task (<data_dir>/ceval_<subject>/val.jsonl).
 """
@@ -82,8 +82,9 @@ CMMLU_SUBJECTS = {
 LETTERS = ("A", "B", "C", "D")
 CEVAL_ORIGIN = ("C-Eval's ceval-exam.zip (Hugging Face dataset ceval/ceval-exam) and unzip "
                 "it into <data_dir>/ceval")
-CMMLU_ORIGIN = ("CMMLU's cmmlu_v1_0_1.zip (github.com/haonan-li/CMMLU, data/) and unzip it "
-                "so that <data_dir>/cmmlu/{dev,test}/ hold the CSV files")
+CMMLU_ORIGIN = ("CMMLU's cmmlu_v1_0_1.zip (Hugging Face dataset haonan-li/cmmlu; the same "
+                "files are data/ of github.com/haonan-li/CMMLU) and unzip it so that "
+                "<data_dir>/cmmlu/{dev,test}/ hold the CSV files")
 
 
 def _exam_text(question_key):
