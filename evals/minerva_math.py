@@ -190,8 +190,8 @@ def math_metric(targets, predictions):
     exact.append(float(is_equiv(answer, target["answers"][0])))
     verified.append(float(math_verify_equal(target["solution"], generation)))
   out = {"n": len(exact)}
-  metrics._with_stderr(out, "exact_match", exact)  # pylint: disable=protected-access
-  metrics._with_stderr(out, "math_verify", verified)  # pylint: disable=protected-access
+  for name, values in (("exact_match", exact), ("math_verify", verified)):
+    out[name], out[f"{name}_stderr"] = metrics.mean_and_stderr(values)
   return out
 
 

@@ -76,3 +76,13 @@ def test_a_file_in_another_layout_names_task_column_and_row(tmp_path):
       render.render(exams.cmmlu_task("arts"), settings)
     with pytest.raises(ValueError, match="'cmmlu_anatomy': document 1 has Answer='E'"):
       render.render(exams.cmmlu_task("anatomy"), settings)
+
+
+def test_suite_reports_missing_files_per_task_without_failing(tmp_path):
+  from fineline.evaluation import evaluator
+  suite = evaluator.TaskSuite(["race", "cmmlu_arts", "truthfulqa_mc2"],
+                              task_lib.Settings(data_dir=str(tmp_path)))
+  assert suite.prepared == []
+  assert "race/test.jsonl" in suite.errors["race"] and "EleutherAI/race" in suite.errors["race"]
+  assert "cmmlu/test/arts.csv" in suite.errors["cmmlu_arts"]
+  assert "truthfulqa/validation.jsonl" in suite.errors["truthfulqa_mc2"]
