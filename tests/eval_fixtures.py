@@ -134,11 +134,9 @@ def _math(rng, i):
           "solution": f"We have ${_text(rng, 2, 5)} = {boxed}$." + (" Done." if i % 2 else "")}
 
 
-def exam_row(rng, i, question_key="question"):
+def _exam_row(rng, question_key, answer_key):
   return {question_key: " " + _text(rng) + "？", "A": _text(rng, 1, 3), "B": _text(rng, 1, 3),
-          "C": _text(rng, 1, 3), "D": _text(rng, 1, 3),
-          question_key.replace("question", "answer").replace("Question", "Answer"):
-          rng.choice("ABCD")}
+          "C": _text(rng, 1, 3), "D": _text(rng, 1, 3), answer_key: rng.choice("ABCD")}
 
 
 SCHEMAS = {  # task → (document maker, splits)
@@ -187,31 +185,27 @@ def write_eval_data(data_dir, tasks=None, n: int = 12) -> str:
 
 def write_exam_csvs(data_dir, n: int = 8) -> str:
   """C-Eval's accountant and CMMLU's agronomy subjects as their released CSV files: C-Eval
-  id,question,A–D,answer(,explanation) per split directory, CMMLU an unnamed index column
-  then Question,A–D,Answer; a question spans two lines in each."""
+  id,question,A–D,answer,explanation (the explanation filled in dev only), CMMLU an unnamed
+  index column then Question,A–D,Answer; one question spans two lines in each."""
   import csv
-  layouts = (("ceval", "accountant", ("dev", "val"), "question", "{split}/accountant_{split}.csv"),
-             ("cmmlu", "agronomy", ("dev", "test"), "Question", "{split}/agronomy.csv"))
-  for exam, subject, splits, key, pattern in layouts:
+  layouts = (("ceval", ("dev", "val"), "{split}/accountant_{split}.csv",
+              ("id", "question", "A", "B", "C", "D", "answer", "explanation")),
+             ("cmmlu", ("dev", "test"), "{split}/agronomy.csv",
+              ("", "Question", "A", "B", "C", "D", "Answer")))
+  for exam, splits, pattern, header in layouts:
+    question, answer = header[1], header[6]
     for split in splits:
       rng = random.Random(f"{exam}/{split}")
-      rows = [exam_row(rng, i, key) for i in range(5 if split == "dev" else n)]
-      rows[1][key] = "第一行\n第二行, \"引号\"？"
+      rows = [{header[0]: i, **_exam_row(rng, question, answer),
+               "explanation": "因为。" if split == "dev" else ""}
+              for i in range(5 if split == "dev" else n)]
+      rows[1][question] = "第一行\n第二行, \"引号\"？"
       path = os.path.join(data_dir, exam, pattern.format(split=split))
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, "w", newline="", encoding="utf-8") as f:
-        if exam == "ceval":
-          writer = csv.writer(f)
-          extra = ["explanation"] if split == "dev" else []
-          writer.writerow(["id", key, "A", "B", "C", "D", "answer"] + extra)
-          for i, r in enumerate(rows):
-            writer.writerow([i, r[key], r["A"], r["B"], r["C"], r["D"], r["answer"]] +
-                            (["因为。"] if extra else []))
-        else:
-          writer = csv.writer(f)
-          writer.writerow(["", key, "A", "B", "C", "D", "Answer"])
-          for i, r in enumerate(rows):
-            writer.writerow([i, r[key], r["A"], r["B"], r["C"], r["D"], r["Answer"]])
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([row[column] for column in header] for row in rows)
   return str(data_dir)
 
 
