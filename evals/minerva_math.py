@@ -147,8 +147,11 @@ def _time_limit(seconds: int):
   if threading.current_thread() is not threading.main_thread():
     yield
     return
+
   def expire(signum, frame):
+    del signum, frame
     raise TimeoutError
+
   previous = signal.signal(signal.SIGALRM, expire)
   signal.alarm(seconds)
   try:
