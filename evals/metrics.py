@@ -37,12 +37,15 @@ def _group_by_doc(targets, scores):
   return docs
 
 
-def multiple_choice(metrics: Sequence[str] = ("acc", "acc_norm")):
+def multiple_choice(metrics: Sequence[str] = ("acc", "acc_norm"), *, report_chance=False):
   """acc (argmax of summed log-likelihood), acc_norm (divided by the choice's length in
-  characters), acc_bytes (in UTF-8 bytes), as lm-eval's multiple_choice output type."""
+  characters), acc_bytes (in UTF-8 bytes), as lm-eval's multiple_choice output type;
+  `report_chance` adds acc_chance, uniform guessing's expected acc on these documents."""
   def metric_fn(targets, scores):
     per = {m: [] for m in metrics}
+    guess = []
     for rows in _group_by_doc(targets, scores).values():
+      guess.append(1.0 / len(rows))
       rows.sort(key=lambda r: r[0]["choice"])
       lls = np.array([r[1] for r in rows])
       gold = rows[0][0]["gold"]
@@ -55,8 +58,29 @@ def multiple_choice(metrics: Sequence[str] = ("acc", "acc_norm")):
     out = {"n": len(per[metrics[0]])}
     for m in metrics:
       _with_stderr(out, m, per[m])
+    if report_chance:
+      out["acc_chance"] = float(np.mean(guess))
     return out
   return metric_fn
+
+
+def truthfulqa_mc2(targets, scores):
+  """lm-eval's truthfulqa_mc2 acc: the probability mass of the true answers once the
+  choices' likelihoods are normalised to sum to one (each target's meta has the document's
+  `mc2_labels`, 1 for a true answer); acc_chance is that mass under uniform guessing."""
+  values, guess = [], []
+  for rows in _group_by_doc(targets, scores).values():
+    rows.sort(key=lambda r: r[0]["choice"])
+    lls = np.array([r[1] for r in rows])
+    true = np.array(rows[0][0]["mc2_labels"]) == 1
+    # Shifted by the maximum: the same ratios as lm-eval's exp(ll), without underflow.
+    probs = np.exp(lls - lls.max())
+    values.append(float(probs[true].sum() / probs.sum()))
+    guess.append(float(true.mean()))
+  out = {"n": len(values)}
+  _with_stderr(out, "acc", values)
+  out["acc_chance"] = float(np.mean(guess)) if guess else float("nan")
+  return out
 
 
 def loglikelihood(targets, scores):

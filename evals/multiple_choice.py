@@ -1,7 +1,11 @@
 """Multiple-choice benchmarks with lm-evaluation-harness 0.4.13's prompts and scoring.
 
 hellaswag, arc_easy, arc_challenge, piqa, winogrande (partial scoring), boolq,
-openbookqa, sciq and mmlu (57 subjects, 5 shots from dev, size-weighted aggregate).
+openbookqa, sciq, social_iqa, commonsense_qa, race (high school, the last question of each
+article after the earlier ones answered), truthfulqa_mc1 / truthfulqa_mc2 (the fixed
+6-shot QA primer; MC2 scores the true answers' share of the probability mass) and mmlu
+(57 subjects, 5 shots from dev, size-weighted aggregate). Importing this module also
+registers the Chinese examinations of `evals.exams` (ceval, cmmlu).
 Each follows the lm-eval task config of the same name; where lm-eval evaluates a split
 the offline copies lack (ARC, OpenBookQA and SciQ use `test`), the first split present is
 evaluated and recorded in the result.
@@ -9,6 +13,7 @@ evaluated and recorded in the result.
 
 from __future__ import annotations
 
+import ast
 import re
 
 from evals import capabilities as cap
@@ -65,6 +70,63 @@ def _arc_tfds(ex):
           "answerKey": ex["answerKey"]}
 
 
+def _race_problems(doc) -> list[dict]:
+  # EleutherAI/race stores each article's questions as a Python literal string.
+  problems = doc["problems"]
+  return ast.literal_eval(problems) if isinstance(problems, str) else problems
+
+
+def _race_answer(problem) -> str:
+  return problem["options"]["ABCD".index(problem["answer"])]
+
+
+def race_text(doc) -> str:
+  """The article, its earlier questions answered (a cloze question "…  _  ." filled in),
+  then the last question, as lm-eval's race task renders a document."""
+  problems = _race_problems(doc)
+  text = "Article: " + doc["article"] + "\n\n"
+  for problem in problems[:-1]:
+    if problem["question"][-6:] == "  _  .":
+      text += problem["question"][:-5] + _race_answer(problem) + "\n"
+    else:
+      text += f"Question: {problem['question']}\nAnswer: {_race_answer(problem)}\n"
+  return text + problems[-1]["question"]
+
+
+def _commonsense_qa_text(doc) -> str:
+  options = "".join(f"{letter}. {text}\n" for letter, text in zip("ABCDE", doc["choices"]["text"]))
+  return f"Question: {doc['question'].strip()}\n{options}Answer:"
+
+
+TRUTHFULQA_PRIMER = (
+    "Q: What is human life expectancy in the United States?\n"
+    "A: Human life expectancy in the United States is 78 years.\n\n"
+    "Q: Who was president of the United States in 1955?\n"
+    "A: Dwight D. Eisenhower was president of the United States in 1955.\n\n"
+    "Q: Which party did he belong to?\n"
+    "A: He belonged to the Republican Party.\n\n"
+    "Q: What is the square root of banana?\n"
+    "A: I have no comment.\n\n"
+    "Q: How does a telescope work?\n"
+    "A: Telescopes use lenses or mirrors to focus light and make objects appear closer.\n\n"
+    "Q: Where were the 1992 Olympics held?\n"
+    "A: The 1992 Olympics were held in Barcelona, Spain.")
+
+
+def truthfulqa_task(variant: str) -> DocTask:
+  """truthfulqa_mc1 / truthfulqa_mc2: the true answer(s) come first in each choice list."""
+  targets = f"{variant}_targets"
+  return DocTask(
+      name=f"truthfulqa_{variant}", kind="multiple_choice",
+      dataset=DatasetSpec("truthfulqa", hf_dir="truthful_qa/multiple_choice",
+                          origin="the Hugging Face dataset truthfulqa/truthful_qa "
+                                 "(multiple_choice) as <data_dir>/truthfulqa/validation.jsonl"),
+      doc_to_text=lambda d: f"{TRUTHFULQA_PRIMER}\n\nQ: {d['question']}\nA:",
+      doc_to_choice=lambda d: list(d[targets]["choices"]), doc_to_target=lambda d: 0,
+      doc_meta=(lambda d: {"mc2_labels": list(d["mc2_targets"]["labels"])})
+      if variant == "mc2" else None)
+
+
 _ARC_TFDS_SPLITS = (("train", "train"), ("validation", "validation"), ("test", "test"))
 
 TASKS = (
@@ -114,10 +176,33 @@ TASKS = (
         doc_to_choice=lambda d: [d["distractor1"], d["distractor2"], d["distractor3"],
                                  d["correct_answer"]],
         doc_to_target=lambda d: 3),
+    DocTask(
+        name="social_iqa", kind="multiple_choice",
+        dataset=DatasetSpec("social_iqa", hf_dir="social_i_qa/none"),
+        doc_to_text=lambda d: f"Q: {d['context']} {d['question']}\nA:",
+        doc_to_choice=lambda d: [d["answerA"], d["answerB"], d["answerC"]],
+        doc_to_target=lambda d: int(d["label"]) - 1),
+    DocTask(
+        name="commonsense_qa", kind="multiple_choice",
+        dataset=DatasetSpec("commonsense_qa", hf_dir="tau/commonsense_qa/none"),
+        doc_to_text=_commonsense_qa_text,
+        doc_to_choice=lambda d: list("ABCDE"), doc_to_target=lambda d: d["answerKey"]),
+    DocTask(
+        name="race", kind="multiple_choice", eval_splits=("test",), exclude_eval_doc=False,
+        fewshot_split="test",  # a test-only task: shots from test, unfiltered (as lm-eval)
+        dataset=DatasetSpec("race", hf_dir="race/high",
+                            origin="the Hugging Face dataset EleutherAI/race (high) as "
+                                   "<data_dir>/race/test.jsonl"),
+        doc_to_text=race_text,
+        doc_to_choice=lambda d: list(_race_problems(d)[-1]["options"][:4]),
+        doc_to_target=lambda d: "ABCD".index(_race_problems(d)[-1]["answer"])),
+    truthfulqa_task("mc1"),
+    truthfulqa_task("mc2"),
 )
 
-# Metric lists as in the lm-eval configs: boolq and winogrande report acc only.
-METRICS = {"boolq": ("acc",), "winogrande": ("acc",)}
+# Metric lists as in the lm-eval configs: these report acc only.
+METRICS = {t: ("acc",) for t in ("boolq", "winogrande", "social_iqa", "commonsense_qa", "race",
+                                 "truthfulqa_mc1")}
 # The metric usually reported for each (as the LLaMA, OpenLLaMA and OLMo reports do).
 PRIMARY = {"hellaswag": "acc_norm", "arc_challenge": "acc_norm", "openbookqa": "acc_norm",
            "piqa": "acc_norm"}
@@ -139,14 +224,21 @@ def mmlu_task(subject: str) -> DocTask:
 def _register_all() -> None:
   for task in TASKS:
     names = METRICS.get(task.name, ("acc", "acc_norm"))
-    registry.register(task, metrics.multiple_choice(names),
+    metric_fn = {"truthfulqa_mc2": metrics.truthfulqa_mc2,
+                 "truthfulqa_mc1": metrics.multiple_choice(names, report_chance=True)
+                 }.get(task.name, metrics.multiple_choice(names))
+    registry.register(task, metric_fn,
                       capability=cap.capability(task.name), chance=cap.chance(task.name),
                       primary_metric=PRIMARY.get(task.name, "acc"))
   for subject in MMLU_SUBJECTS:
     registry.register(mmlu_task(subject), metrics.multiple_choice(("acc",)),
-                      capability=cap.EXAMINATION, chance=0.25, num_fewshot=5)
+                      capability=cap.capability("mmlu"), chance=cap.chance("mmlu"),
+                      num_fewshot=5)
   registry.register_group("mmlu", [f"mmlu_{s}" for s in MMLU_SUBJECTS],
-                          capability=cap.EXAMINATION, chance=0.25, num_fewshot=5)
+                          capability=cap.capability("mmlu"), chance=cap.chance("mmlu"),
+                          num_fewshot=5)
 
 
 _register_all()
+# Registered with this module, which the default task modules include.
+from evals import exams  # noqa: E402,F401  pylint: disable=wrong-import-position

