@@ -31,6 +31,8 @@ TASKS: dict[str, tuple[str, float | None]] = {
     "boolq": (READING, 0.5),
     "lambada": (READING, 0.0),
     "gsm8k": (MATH, 0.0),
+    "humaneval": (CODE, 0.0),
+    "mbpp": (CODE, 0.0),
     "mmlu": (EXAMINATION, 0.25),
     "heldout_ppl": (LANGUAGE_MODELING, None),
 }
