@@ -34,7 +34,7 @@ class CharVocab:
 @pytest.fixture(scope="module")
 def scorer():
   params = llama.init_params(CFG, jax.random.key(0))
-  return Scorer(CFG, params, CharVocab(), batch_size=64, max_length=64)
+  return Scorer(CFG, params, CharVocab(), batch_size=8, max_length=64)
 
 
 def _next_token_logits(scorer, prompt):
@@ -59,7 +59,7 @@ def test_first_token_follows_transformers_warpers(scorer):
   warped = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(
       None, logits_V[None].clone()))
   probs_V = torch.softmax(warped, -1)[0].numpy()
-  n = 256
+  n = 128
   texts = scorer.generate([Generate(prompt, (), 1, temperature=temperature, top_p=top_p,
                                     seed=s) for s in range(n)])
   counts = collections.Counter(3 + ord(t) for t in texts if t)
@@ -77,10 +77,9 @@ def test_first_token_follows_transformers_warpers(scorer):
 def test_samples_are_fixed_by_seed_not_by_batch(scorer):
   sampled = [Generate("hello", ("\n",), 12, temperature=1.0, top_p=0.95, seed=s)
              for s in range(6)]
-  alone = [scorer.generate([r])[0] for r in sampled[:2]]
+  alone = scorer.generate(sampled[:1])[0]
   together = scorer.generate(sampled)
-  assert together[:2] == alone
+  assert together[0] == alone
   assert len(set(together)) > 1  # different seeds, different samples
   greedy = Generate("hello", ("\n",), 12)
-  mixed = scorer.generate([sampled[0], greedy, sampled[1]])
-  assert mixed == [alone[0], scorer.generate([greedy])[0], alone[1]]
+  assert scorer.generate([greedy, sampled[0]]) == [scorer.generate([greedy])[0], alone]
