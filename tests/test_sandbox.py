@@ -71,7 +71,8 @@ def test_writing_outside_the_work_dir_fails(clean, tmp_path, limits):
     pytest.skip("needs a user id of the program's own")
   target = tmp_path / "escaped.txt"  # a directory only root may write
   res = sandbox.run_program(f"open({str(target)!r}, 'w').write('x')", limits)
-  assert not res.passed and "Permission" in res.result
+  # Refused, or (in a mount namespace) the directory is not even there.
+  assert not res.passed and ("Permission" in res.result or "No such file" in res.result)
   assert not target.exists()
 
 
@@ -83,6 +84,20 @@ def test_writing_to_a_world_writable_dir_fails(clean):
     res = sandbox.run_program(program)
     assert not res.passed and "outside the work directory" in res.result
     assert not os.path.exists(target)
+
+
+@pytest.mark.skipif("--mount" not in sandbox.namespaces(), reason="no mount namespace here")
+def test_past_the_hook_world_writable_dirs_are_private(clean):
+  name = f"fineline-escape-{uuid.uuid4().hex}"
+  dirs = ("/tmp", "/var/tmp", "/dev/shm")
+  program = "\n".join(f"open('{d}/{name}', 'w').write('x')" for d in dirs)
+  # The program sees its own /tmp: the files it wrote and its sandbox directory only.
+  program += (f"\nimport os\nseen = sorted(os.listdir('/tmp'))\nassert seen[0] == {name!r}"
+              "\nassert len(seen) == 2 and seen[1].startswith('fineline-sandbox-'), seen")
+  res = sandbox.run_program(program, KERNEL_ONLY)
+  assert res.passed, res.result  # written, but into the program's own tmpfs
+  for d in dirs:
+    assert not os.path.exists(os.path.join(d, name))
 
 
 @pytest.mark.parametrize("limits", [sandbox.Limits(), KERNEL_ONLY], ids=["hook", "kernel"])

@@ -12,6 +12,8 @@ calling process. The program gets
     or deletions outside its work directory;
   - a new network namespace (`unshare --net`: no interface but a downed loopback) where
     the kernel allows it; otherwise the hook alone keeps sockets from being created;
+  - with a mount namespace too (as root), a private tmpfs over /tmp, /var/tmp and
+    /dev/shm, so that even past the hook nothing it writes there outlives it;
   - a wall-clock limit, after which its whole process group is killed;
   - a work directory that is removed afterwards, whatever happened.
 
@@ -42,6 +44,9 @@ _GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_guard
 _UID_BASE = 1_900_000_000
 _uids = itertools.count()
 _uid_lock = threading.Lock()
+# World-writable directories a program could leave files in: in a mount namespace of its
+# own each gets a fresh tmpfs that disappears with the program.
+_PRIVATE_DIRS = tuple(dict.fromkeys(("/tmp", "/var/tmp", "/dev/shm", tempfile.gettempdir())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,16 +75,24 @@ _TAIL = 4096
 
 
 @functools.lru_cache(maxsize=None)
-def network_namespace_available() -> bool:
-  """Whether `unshare --net` works here (root, or a kernel allowing it)."""
+def namespaces() -> tuple[str, ...]:
+  """The `unshare` options that work here (root, or a kernel allowing them): a network
+  namespace and, as root, a mount namespace too."""
   tool = shutil.which("unshare")
   if tool is None:
-    return False
-  try:
-    return subprocess.run([tool, "--net", "true"], capture_output=True,
-                          timeout=10).returncode == 0
-  except (OSError, subprocess.SubprocessError):
-    return False
+    return ()
+  for options in (("--net", "--mount"), ("--net",)):
+    try:
+      if subprocess.run([tool, *options, "true"], capture_output=True,
+                        timeout=10).returncode == 0:
+        return options
+    except (OSError, subprocess.SubprocessError):
+      pass
+  return ()
+
+
+def network_namespace_available() -> bool:
+  return "--net" in namespaces()
 
 
 def _next_uid() -> int:
@@ -136,10 +149,11 @@ def _run_in(root: str, source: str, limits: Limits) -> Result:
           "max_memory_bytes": limits.max_memory_bytes,
           "max_file_bytes": limits.max_output_bytes,
           "max_open_files": limits.max_open_files,
-          "max_processes": limits.max_processes, "audit_hook": limits.audit_hook}
+          "max_processes": limits.max_processes, "audit_hook": limits.audit_hook,
+          "private_dirs": list(_PRIVATE_DIRS) if "--mount" in namespaces() else []}
   command = [python, "-I", "-B", _GUARD, json.dumps(spec)]
-  if network_namespace_available():
-    command = [shutil.which("unshare"), "--net", "--"] + command
+  if namespaces():
+    command = [shutil.which("unshare"), *namespaces(), "--"] + command
   out_path, err_path = os.path.join(root, "stdout"), os.path.join(root, "stderr")
   with open(out_path, "wb") as out, open(err_path, "wb") as err:
     proc = subprocess.Popen(command, cwd=work, stdin=subprocess.DEVNULL, stdout=out,

@@ -30,6 +30,32 @@ _PATH_EVENTS = frozenset((
     "os.removexattr",
 ))
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC = 0x2, 0x4, 0x1000, 0x4000
+
+
+def _mount(source, target, fstype, flags, data):
+  import ctypes  # pylint: disable=import-outside-toplevel
+  libc = ctypes.CDLL(None, use_errno=True)
+  enc = lambda x: None if x is None else os.fsencode(x)
+  if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+    errno = ctypes.get_errno()
+    raise OSError(errno, f"sandbox: mount {source} on {target}: {os.strerror(errno)}")
+
+
+def _private_dirs(dirs, keep):
+  """In this process's own mount namespace: a fresh tmpfs over each world-writable
+  directory, so whatever lands there vanishes with the namespace; `keep` (the sandbox's
+  directory, inside one of them) is bound back at its own path."""
+  for directory in dirs:
+    if not os.path.isdir(directory):
+      continue
+    inside = keep.startswith(directory.rstrip(os.sep) + os.sep)
+    fd = os.open(keep, os.O_PATH | os.O_DIRECTORY) if inside else None
+    _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64m,mode=1777")
+    if inside:
+      os.makedirs(keep)
+      _mount(f"/proc/self/fd/{fd}", keep, None, _MS_BIND | _MS_REC, None)
+      os.close(fd)
 
 
 def _limit(kind, value):
@@ -65,6 +91,8 @@ def main(spec):
   workdir = os.path.realpath(spec["workdir"])
   with open(spec["program"], encoding="utf-8") as f:
     source = f.read()
+  if spec.get("private_dirs"):
+    _private_dirs(spec["private_dirs"], os.path.dirname(workdir))
   os.chdir(workdir)
   _limit(resource.RLIMIT_CORE, 0)
   _limit(resource.RLIMIT_FSIZE, spec["max_file_bytes"])
