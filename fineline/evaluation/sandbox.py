@@ -160,14 +160,23 @@ def _run_in(root: str, source: str, limits: Limits) -> Result:
                             stderr=err, start_new_session=True, close_fds=True,
                             env={"PATH": "/usr/bin:/bin", "HOME": work, "LANG": "C.UTF-8",
                                  "PYTHONIOENCODING": "utf-8"})
-    timed_out = False
+    # A blocking wait with a timer, not Popen.wait(timeout), which polls in sleeps of up
+    # to 50 ms: most programs finish in less.
+    expired = threading.Event()
+
+    def expire():
+      expired.set()
+      _kill_group(proc.pid)
+
+    timer = threading.Timer(limits.timeout_s, expire)
+    timer.start()
     try:
-      proc.wait(timeout=limits.timeout_s)
-    except subprocess.TimeoutExpired:
-      timed_out = True
+      proc.wait()
     finally:
+      timer.cancel()
       _kill_group(proc.pid)
       proc.wait()
+    timed_out = expired.is_set()
   stdout, stderr = _head(out_path), _tail(err_path)
   flooded = max(os.path.getsize(out_path), os.path.getsize(err_path)) >= limits.max_output_bytes
   reason = _reason(proc.returncode, stderr, timed_out, flooded, limits)
