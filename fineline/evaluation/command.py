@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
   names = [t.strip() for t in args.tasks.split(",") if t.strip()]
   if args.num_samples is not None and args.num_samples < 1:
     raise ValueError(f"--num_samples must be at least 1, got {args.num_samples}")
+  if args.temperature is not None and args.temperature < 0:
+    raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+  if args.top_p is not None and not 0 < args.top_p <= 1:
+    raise ValueError(f"--top_p must be in (0, 1], got {args.top_p}")
   settings = task_lib.Settings(data_dir=args.data_dir, num_fewshot=args.num_fewshot,
                                limit=args.limit, num_samples=args.num_samples,
                                temperature=args.temperature, top_p=args.top_p)

@@ -253,7 +253,7 @@ class InProcessEvaluator:
   """Scores downstream tasks on the live train state after committed saves.
 
   gin binds the evaluation (`tasks`, `num_fewshot`, `limit`, `every_n_saves`, `data_dir`,
-  `batch_size`, `task_modules`) and usually `model_dir = %MODEL_DIR`; the trainer calls
+  `batch_size`, `task_modules`, `num_samples` for pass@k) and usually `model_dir = %MODEL_DIR`; the trainer calls
   `maybe_evaluate(params, step=, tokens=, save_index=)` after each committed save, and may
   hand over what it knows with `setup(model_cfg=…, vocab=…, mesh=…, shardings=…)`. Unless
   given, the model config comes from that save's checkpoint meta, the tokenizer from
@@ -271,11 +271,12 @@ class InProcessEvaluator:
                max_length: int | None = None,
                task_modules: Sequence[str] = task_lib.DEFAULT_TASK_MODULES,
                write_samples: bool = False, model_dir: str | None = None,
-               model_name: str | None = None):
+               model_name: str | None = None, num_samples: int | None = None):
     if every_n_saves < 1:
       raise ValueError(f"InProcessEvaluator.every_n_saves must be >= 1, got {every_n_saves}")
     self.tasks, self.every_n_saves = list(tasks), every_n_saves
-    self.settings = task_lib.Settings(data_dir=data_dir, num_fewshot=num_fewshot, limit=limit)
+    self.settings = task_lib.Settings(data_dir=data_dir, num_fewshot=num_fewshot, limit=limit,
+                                      num_samples=num_samples)
     self.batch_size, self.max_length = batch_size, max_length
     self.task_modules, self.write_samples = tuple(task_modules), write_samples
     self.run: dict[str, Any] = {}

@@ -1,8 +1,8 @@
 """Executing untrusted programs (model-written code and its tests): one process each.
 
 `run_program(source, limits)` writes the program to a fresh temporary directory and runs
-it with this interpreter in a process of its own (`sandbox_guard.py`), never in the
-calling process. The program gets
+it in a process of its own (`sandbox_guard.py`; this interpreter, or the system's
+`python3`, see `interpreter`), never in the calling process. The program gets
 
   - kernel resource limits: CPU seconds, address space, open files, file size (its
     stdout and stderr are files, so this also bounds its output) and, when we run as
