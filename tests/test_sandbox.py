@@ -165,3 +165,11 @@ def test_many_programs_run_concurrently_in_order(clean):
   sources = [f"assert {i} % 3 != 0" for i in range(12)]
   results = sandbox.run_programs(sources, workers=4)
   assert [r.passed for r in results] == [i % 3 != 0 for i in range(12)]
+
+
+@pytest.mark.skipif("--mount" not in sandbox.namespaces(), reason="no mount namespace here")
+def test_many_files_cannot_fill_the_disk(clean):
+  res = sandbox.run_program("chunk = b'x' * (1 << 20)\nfor i in range(100):\n"
+                            "  with open(f'f{i}', 'wb') as f:\n    f.write(chunk)",
+                            sandbox.Limits(max_work_dir_bytes=8 << 20))
+  assert not res.passed and "No space left on device" in res.result

@@ -13,7 +13,8 @@ it in a process of its own (`sandbox_guard.py`; this interpreter, or the system'
   - a new network namespace (`unshare --net`: no interface but a downed loopback) where
     the kernel allows it; otherwise the hook alone keeps sockets from being created;
   - with a mount namespace too (as root), a private tmpfs over /tmp, /var/tmp and
-    /dev/shm, so that even past the hook nothing it writes there outlives it;
+    /dev/shm, so that even past the hook nothing it writes there outlives it, and its
+    work directory a tmpfs of `max_work_dir_bytes`;
   - a wall-clock limit, after which its whole process group is killed;
   - a work directory that is removed afterwards, whatever happened.
 
@@ -57,6 +58,7 @@ class Limits:
   cpu_seconds: int = 3
   max_memory_bytes: int = 512 << 20
   max_output_bytes: int = 1 << 20  # any file it writes, stdout and stderr included
+  max_work_dir_bytes: int = 64 << 20  # all files in its work dir (with a mount namespace)
   max_open_files: int = 64
   max_processes: int = 1
   audit_hook: bool = True  # off only to check the kernel's limits alone (tests)
@@ -148,6 +150,7 @@ def _run_in(root: str, source: str, limits: Limits) -> Result:
           "cpu_seconds": max(1, int(limits.cpu_seconds)),
           "max_memory_bytes": limits.max_memory_bytes,
           "max_file_bytes": limits.max_output_bytes,
+          "max_work_dir_bytes": limits.max_work_dir_bytes,
           "max_open_files": limits.max_open_files,
           "max_processes": limits.max_processes, "audit_hook": limits.audit_hook,
           "private_dirs": list(_PRIVATE_DIRS) if "--mount" in namespaces() else []}

@@ -93,6 +93,10 @@ def main(spec):
     source = f.read()
   if spec.get("private_dirs"):
     _private_dirs(spec["private_dirs"], os.path.dirname(workdir))
+    # The work dir itself a small tmpfs: many files of the allowed size cannot fill a disk.
+    owner = spec.get("uid") or 0
+    _mount("tmpfs", workdir, "tmpfs", _MS_NOSUID | _MS_NODEV,
+           f"size={spec['max_work_dir_bytes']},mode=0700,uid={owner},gid={owner}")
   os.chdir(workdir)
   _limit(resource.RLIMIT_CORE, 0)
   _limit(resource.RLIMIT_FSIZE, spec["max_file_bytes"])
