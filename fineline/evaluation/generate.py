@@ -1,4 +1,4 @@
-"""Greedy generation with the KV cache, equal to lm-eval's `generate_until` (HF backend).
+"""Generation with the KV cache, equal to lm-eval's `generate_until` (HF backend).
 
 The prompt minus its last token fills the cache in one pass (its logits are dead code),
 then a jitted loop feeds one token per step, starting with the prompt's last token, for
@@ -7,6 +7,12 @@ so the host checks them between calls on the decoded tokens; the final text is t
 of the tokens before EOS (special tokens skipped, as lm-eval decodes) cut at the first stop
 string. Generating past a stop string does not change that cut, so stopping at the next
 check gives lm-eval's text.
+
+Requests with a temperature (pass@k's samples) are batched apart from greedy ones and
+decoded by the same loop with a sampling step: logits / temperature, then the nucleus
+(the most likely tokens whose probabilities sum to `top_p`, as transformers' top-p
+warper keeps), then a draw with a key from the request's seed and the token's index, so
+a request's text does not depend on its batch.
 """
 
 from __future__ import annotations
@@ -44,12 +50,16 @@ class GreedyDecoder:
              + packing.bucket(max(r.max_new_tokens for r in requests) + 1, 16))
     order = sorted(range(len(requests)), key=lambda i: (-len(prompts[i]), i))
     bar = tqdm.tqdm(total=len(requests), desc="generate", disable=not progress)
-    for start in range(0, len(order), s.batch_size):
-      idx = order[start:start + s.batch_size]
-      texts = self._generate_batch([prompts[i] for i in idx], [requests[i] for i in idx], slots)
-      for i, text in zip(idx, texts):
-        results[i] = text
-      bar.update(len(idx))
+    greedy = [i for i in order if requests[i].temperature <= 0]
+    sampled = [i for i in order if requests[i].temperature > 0]
+    for group in (greedy, sampled):
+      for start in range(0, len(group), s.batch_size):
+        idx = group[start:start + s.batch_size]
+        texts = self._generate_batch([prompts[i] for i in idx], [requests[i] for i in idx],
+                                     slots)
+        for i, text in zip(idx, texts):
+          results[i] = text
+        bar.update(len(idx))
     bar.close()
     return results
 
@@ -65,12 +75,27 @@ class GreedyDecoder:
     generated = [[] for _ in range(n)]
     finished = [False] * n
     steps = 0
+    sampling = requests[0].temperature > 0  # a batch is all greedy or all sampled
+    if sampling:
+      temperature_B = np.ones((b_rows,), np.float32)
+      top_p_B = np.ones((b_rows,), np.float32)
+      seed_B = np.zeros((b_rows,), np.int32)
+      temperature_B[:n] = [r.temperature for r in requests]
+      top_p_B[:n] = [r.top_p for r in requests]
+      seed_B[:n] = [r.seed & 0x7FFFFFFF for r in requests]
     with s._activation_rules():  # pylint: disable=protected-access
       token_B, done_dev_B = s._put(last_B), s._put(done_B)  # pylint: disable=protected-access
+      if sampling:
+        sample_args = tuple(s._put(a) for a in (temperature_B, top_p_B, seed_B))  # pylint: disable=protected-access
       while steps < max_new and not all(finished):
         limit = min(_STEPS_PER_CALL, max_new - steps)
-        out_BxC, token_B, done_dev_B, cache = s.fns.decode(
-            s.params, cache, token_B, done_dev_B, jnp.int32(limit))
+        if sampling:
+          out_BxC, token_B, done_dev_B, cache = s.fns.sample(
+              s.params, cache, token_B, done_dev_B, jnp.int32(limit), *sample_args,
+              jnp.int32(steps))
+        else:
+          out_BxC, token_B, done_dev_B, cache = s.fns.decode(
+              s.params, cache, token_B, done_dev_B, jnp.int32(limit))
         out_BxC = _fetch(out_BxC)[:, :limit]
         steps += limit
         for b in range(n):
@@ -145,13 +170,40 @@ def _fetch(x) -> np.ndarray:
 
 
 def jit_decode(model):
-  return jax.jit(functools.partial(_decode_steps, model, model.cfg.eos_token_id),
+  return jax.jit(functools.partial(_decode_steps, model, model.cfg.eos_token_id, _greedy),
                  donate_argnums=(1,))
 
 
-def _decode_steps(model, eos_id, params, cache, token_B, done_B, limit):
-  """Up to `limit` (≤ _STEPS_PER_CALL) greedy steps; stops early once every row has seen
-  EOS. Unfilled columns of the result hold EOS."""
+def jit_sample(model):
+  """As `jit_decode`, with extra arguments temperature_B, top_p_B, seed_B (int32) and the
+  index of the first token this call generates."""
+  return jax.jit(functools.partial(_decode_steps, model, model.cfg.eos_token_id, _sample),
+                 donate_argnums=(1,))
+
+
+def _greedy(logits_BxV, i):
+  del i
+  return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+
+
+def _sample(logits_BxV, i, temperature_B, top_p_B, seed_B, offset):
+  logits_BxV = logits_BxV.astype(jnp.float32) / temperature_B[:, None]
+  sorted_BxV = -jnp.sort(-logits_BxV, axis=-1)
+  probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+  # A token stays when the tokens more likely than it hold less than top_p.
+  mass_before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV
+  keep_B = jnp.maximum(jnp.sum(mass_before_BxV < top_p_B[:, None], axis=-1), 1)
+  threshold_B = jnp.take_along_axis(sorted_BxV, (keep_B - 1)[:, None], axis=-1)
+  logits_BxV = jnp.where(logits_BxV >= threshold_B, logits_BxV, -jnp.inf)
+  keys_B = jax.vmap(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), offset + i))(
+      seed_B)
+  return jax.vmap(jax.random.categorical)(keys_B, logits_BxV).astype(jnp.int32)
+
+
+def _decode_steps(model, eos_id, pick, params, cache, token_B, done_B, limit, *pick_args):
+  """Up to `limit` (≤ _STEPS_PER_CALL) steps, each token chosen by `pick(logits, i,
+  *pick_args)`; stops early once every row has seen EOS. Unfilled columns of the result
+  hold EOS."""
   out_BxC = jnp.full((token_B.shape[0], _STEPS_PER_CALL), eos_id, jnp.int32)
 
   def cond(carry):
@@ -161,7 +213,7 @@ def _decode_steps(model, eos_id, params, cache, token_B, done_B, limit):
   def body(carry):
     i, cache, token_B, done_B, out_BxC = carry
     logits_Bx1xV, cache = model.apply({"params": params}, token_B[:, None], cache=cache)
-    next_B = jnp.argmax(logits_Bx1xV[:, 0], axis=-1).astype(jnp.int32)
+    next_B = pick(logits_Bx1xV[:, 0], i, *pick_args)
     out_BxC = jax.lax.dynamic_update_slice_in_dim(out_BxC, next_B[:, None], i, axis=1)
     return i + 1, cache, next_B, done_B | (next_B == eos_id), out_BxC
 

@@ -31,11 +31,15 @@ class Loglikelihood:
 
 @dataclasses.dataclass(frozen=True)
 class Generate:
-  """lm-eval's `generate_until` request: greedy text after `context`, cut at the first of
-  the `until` strings, at EOS or after `max_new_tokens` tokens."""
+  """lm-eval's `generate_until` request: text after `context`, cut at the first of the
+  `until` strings, at EOS or after `max_new_tokens` tokens. Greedy unless `temperature`
+  > 0: then sampled (nucleus `top_p`) from a stream fixed by `seed`."""
   context: str
   until: tuple[str, ...] = ()
   max_new_tokens: int = 256
+  temperature: float = 0.0
+  top_p: float = 1.0
+  seed: int = 0
 
 
 def prefix_token_id(vocab) -> int:

@@ -114,7 +114,8 @@ class Scorer:
     return totals
 
   def generate(self, requests: list[Generate], progress: bool = False) -> list[str]:
-    """Greedy continuations, cut at the first stop string, EOS or `max_new_tokens`."""
+    """Continuations (greedy, or sampled where a request has a temperature), cut at the
+    first stop string, EOS or `max_new_tokens`."""
     return self._decoder.generate(requests, progress=progress)
 
   def loglikelihood_tokens(self, pairs, progress: bool = False) -> list[tuple[float, bool]]:
@@ -215,6 +216,7 @@ class _Functions(typing.NamedTuple):
   prefill: typing.Callable
   score: typing.Callable
   decode: typing.Callable
+  sample: typing.Callable
 
 
 @functools.lru_cache(maxsize=None)
@@ -226,7 +228,7 @@ def _jitted(cfg_json: str, replicated) -> _Functions:
       prefill=jax.jit(functools.partial(_prefill, model), static_argnums=(3,)),
       score=jax.jit(functools.partial(_score_packed, model), static_argnums=(8,),
                     out_shardings=replicated, compiler_options=_score_compiler_options()),
-      decode=generate_lib.jit_decode(model))
+      decode=generate_lib.jit_decode(model), sample=generate_lib.jit_sample(model))
 
 
 def _score_compiler_options():

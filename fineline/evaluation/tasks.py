@@ -40,7 +40,8 @@ import tensorflow as tf
 
 KINDS = ("loglikelihood", "loglikelihood_rolling", "generate")
 SPLIT = "eval"  # the single split every evaluation task exposes
-DEFAULT_TASK_MODULES = ("evals.multiple_choice", "evals.generation", "evals.perplexity")
+DEFAULT_TASK_MODULES = ("evals.multiple_choice", "evals.generation", "evals.perplexity",
+                        "evals.code")
 BYTE_VOCAB = seqio.ByteVocabulary()
 OUTPUT_FEATURES = {"targets": seqio.Feature(BYTE_VOCAB, add_eos=False, required=False)}
 
@@ -53,10 +54,15 @@ def default_data_dir() -> str:
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """Per-run settings: `num_fewshot` None keeps each task's default; `limit` takes the
-  first N documents, as lm-eval's --limit does."""
+  first N documents, as lm-eval's --limit does. `num_samples`, `temperature` and `top_p`
+  are for tasks that sample several generations per document (pass@k); None keeps the
+  task's defaults."""
   data_dir: str | None = None
   num_fewshot: int | None = None
   limit: int | None = None
+  num_samples: int | None = None
+  temperature: float | None = None
+  top_p: float | None = None
 
   @property
   def resolved_data_dir(self) -> str:
