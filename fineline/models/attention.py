@@ -6,9 +6,11 @@ G = H // K, Dh head dim.
 The rotary tables and the attention mask depend only on positions, so the model builds
 them once per call (`rope_tables`, `causal_mask`) and every layer reuses them.
 
-`attend`'s "dot" path runs the native kernel (`cpu_attention`) where `native.applies`
-(float32 on one CPU device, the kernels built), else `dot_attention`: XLA's dot-product
-attention, used in tests, with a hand-written backward: differentiated automatically,
+`attend` picks the kernel by `attention_impl` and the platform the program is built for
+(`resolve_impl`): splash attention on TPU (`tpu_attention`), cuDNN's on GPU, and on CPU the
+native kernel (`cpu_attention`) where `native.applies` (float32 on one CPU device, the
+kernels built), else `dot_attention`: XLA's dot-product attention with a hand-written
+backward: differentiated automatically,
 XLA:CPU fused the score-gradient matmul into the softmax-backward loop, which then cost
 more than the whole forward pass.
 Without a cache the mask is causal by index, so it scores each block of queries against
@@ -24,9 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fineline.models import backend
 from fineline.models import cpu_attention
 from fineline.models import native
-from fineline.models.config import LlamaConfig
+from fineline.models import tpu_attention
+from fineline.models.config import ATTENTION_IMPLS, LlamaConfig
 
 # Longest context whose rotary tables are embedded in the program (8 MiB at Dh = 128).
 _MAX_CONSTANT_POSITIONS = 8192
@@ -91,15 +95,60 @@ def causal_mask(q_pos_BxS, k_pos_BxT):
   return q_pos_BxS[:, :, None] >= k_pos_BxT[:, None, :]
 
 
+# attention_impl values, and those each platform serves ("auto" picks per platform).
+IMPLS = ATTENTION_IMPLS
+_SUPPORTED = {"cpu": ("auto", "dot"), "gpu": ("auto", "dot", "cudnn"),
+              "tpu": ("auto", "dot", "splash")}
+_HALF = (jnp.bfloat16, jnp.float16)
+
+
+def resolve_impl(impl: str, platform: str, dtype) -> str:
+  """The attention kernel `impl` means on `platform` for activations of `dtype`.
+
+  auto: splash on TPU; cuDNN's fused attention on GPU in 16-bit floats, XLA's otherwise;
+  "dot" on CPU. "dot" is XLA's dot-product attention (on CPU with a hand-written backward,
+  or the native kernel).
+  """
+  if impl not in IMPLS:
+    raise ValueError(f"attention_impl {impl!r}; known: {', '.join(IMPLS)}")
+  supported = _SUPPORTED.get(platform, ("auto", "dot"))
+  if impl not in supported:
+    raise ValueError(f"attention_impl {impl!r} does not run on {platform}; there use one of "
+                     f"{', '.join(supported)}")
+  if impl == "cudnn" and jnp.dtype(dtype) not in _HALF:
+    raise ValueError(f"attention_impl 'cudnn' needs bfloat16 or float16 activations on "
+                     f"{platform}; got {jnp.dtype(dtype).name} (set train.compute_dtype)")
+  if impl != "auto":
+    return impl
+  if platform == "tpu":
+    return "splash"
+  return "cudnn" if platform == "gpu" and jnp.dtype(dtype) in _HALF else "dot"
+
+
 def attend(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT, impl: str, causal: bool = False):
   """Softmax attention with grouped key/value heads; out_BxSxHxDh.
 
-  `causal` promises that the mask hides every key slot after the query's own index (S = T),
-  which lets the dot path skip those blocks.
+  `mask_BxSxT` None means plain causal self-attention by index (S = T): only then do the
+  fused kernels (splash, cuDNN) serve it; decoding with a cache and masked scoring take
+  XLA's attention. `causal` promises that the mask hides every key slot after the query's
+  own index (S = T), which lets the CPU path skip those blocks.
   """
-  if impl != "dot":
-    return jax.nn.dot_product_attention(
-        q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=mask_BxSxT[:, None], implementation=impl)
+  platform = backend.target_platform()
+  impl = resolve_impl(impl, platform, q_BxSxHxDh.dtype)
+  S, T = q_BxSxHxDh.shape[1], k_BxTxKxDh.shape[1]
+  if mask_BxSxT is None:
+    if impl == "splash" and tpu_attention.supports(S, T):
+      return tpu_attention.attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+    if impl == "cudnn":
+      return jax.nn.dot_product_attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True,
+                                          implementation="cudnn")
+    index_BxS = jnp.arange(S)[None, :]
+    mask_BxSxT, causal = causal_mask(index_BxS, index_BxS), True
+  if platform != "cpu":
+    # XLA's own attention, differentiated by XLA: the CPU's hand-written backward and
+    # native kernel would stand in the way of its fusion and remat choices there.
+    return jax.nn.dot_product_attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh,
+                                        mask=mask_BxSxT[:, None], implementation="xla")
   if native.applies(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh):
     return cpu_attention.attention(q_BxSxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask_BxSxT.astype(bool),
                                    causal)

@@ -34,7 +34,8 @@ class LlamaConfig:
   param_dtype: str = "float32"
   scan_layers: bool = False
   remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
-  attention_impl: str = "dot"  # dot | xla | cudnn (the last two via jax.nn.dot_product_attention)
+  # auto | dot | splash | cudnn; auto picks by platform (see attention.resolve_impl).
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -46,8 +47,9 @@ class LlamaConfig:
           "set head_dim")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy {self.remat_policy!r}; known: {sorted(REMAT_POLICIES)}")
-    if self.attention_impl not in ("dot", "xla", "cudnn"):
-      raise ValueError(f"attention_impl {self.attention_impl!r}; known: dot, xla, cudnn")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(
+          f"attention_impl {self.attention_impl!r}; known: {', '.join(ATTENTION_IMPLS)}")
     if self.rope_scaling is not None and self.rope_scaling.get("rope_type", "default") not in (
         "default", "llama3"):
       raise ValueError(f"rope scaling {self.rope_scaling.get('rope_type')!r} is not supported; "
@@ -96,3 +98,4 @@ class LlamaConfig:
 
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+ATTENTION_IMPLS = ("auto", "dot", "splash", "cudnn")

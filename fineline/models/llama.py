@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fineline.models import attention
+from fineline.models import backend
 from fineline.models.config import LlamaConfig
 from fineline.models.matmul import NATIVE_NAME, matmul
 
@@ -109,7 +110,10 @@ class MLP(nn.Module):
     gate = self.param("gate", _init(("embed", "mlp")), (D, F), pdt)
     up = self.param("up", _init(("embed", "mlp")), (D, F), pdt)
     down = self.param("down", _init(("mlp", "embed")), (F, D), pdt)
-    return _swiglu(x_BxSxD, gate.astype(dt), up.astype(dt), down.astype(dt))
+    weights = (gate.astype(dt), up.astype(dt), down.astype(dt))
+    if backend.target_platform() != "cpu":  # XLA's own backward: it fuses and remats there
+      return _swiglu_forward(x_BxSxD, *weights)[0]
+    return _swiglu(x_BxSxD, *weights)
 
 
 def _swiglu_forward(x_BxSxD, gate_DxF, up_DxF, down_FxD):
@@ -230,7 +234,9 @@ class Llama(nn.Module):
     x_BxSxD = jnp.take(embedding_VxD, tokens_BxS, axis=0).astype(dt)
     x_BxSxD = nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
     rope = attention.rope_tables(positions_BxS, S, cfg, dt)
-    if cache is None:  # causal attention over this call's tokens, by position and by index
+    if cache is None and positions_BxS is None and attention_mask_BxSxT is None:
+      mask_BxSxT = None  # plain causal by index: what the fused attention kernels serve
+    elif cache is None:  # causal attention over this call's tokens, by position and by index
       index_BxS = jnp.arange(S)[None, :]
       mask_BxSxT = attention.causal_mask(index_BxS, index_BxS)
       if positions_BxS is not None:

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from fineline import cache
+from fineline.models import backend
 
 _SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                  for name in ("cpu_attention.cc", "cpu_head.cc", "cpu_matmul.cc"))
@@ -96,8 +97,9 @@ def available() -> bool:
 
 def applies(*operands) -> bool:
   """Whether the native kernels serve these operands: float32 in a single-device CPU
-  program (XLA's partitioner would run a custom call whole on every device of a mesh)."""
-  return (jax.default_backend() == "cpu" and jax.device_count() == 1
+  program (XLA's partitioner would run a custom call whole on every device of a mesh), by
+  the platform the program is built for (a TPU plan traces in a CPU process)."""
+  return (backend.target_platform() == "cpu" and jax.device_count() == 1
           and all(x.dtype == jnp.float32 for x in operands) and available())
 
 

@@ -33,7 +33,8 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
           seed: int = 0, save_every_steps: int = 1000, keep_every_steps: int | None = None,
           keep_last: int = 3, log_every_steps: int = 10, num_microbatches: int = 1,
           z_loss: float = 0.0, compute_dtype: str = "float32", param_dtype: str = "float32",
-          scan_layers: bool = False, remat_policy: str = "none", optimizer=optim.make_optimizer,
+          scan_layers: bool = False, remat_policy: str = "none", attention_impl: str = "auto",
+          optimizer=optim.make_optimizer,
           data=pretrain.PretrainData, evaluator=None, init_from: str | None = None,
           max_consecutive_nonfinite: int = 5, loss_spike_factor: float = 1.5,
           async_checkpoints: bool = True, stop_event=None) -> dict:
@@ -46,7 +47,8 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
   checkpointing.ensure_writable(model_dir)
   try:
     cfg = presets.get_preset(preset, dtype=compute_dtype, param_dtype=param_dtype,
-                             scan_layers=scan_layers, remat_policy=remat_policy)
+                             scan_layers=scan_layers, remat_policy=remat_policy,
+                             attention_impl=attention_impl)
   except ValueError as e:
     raise ValueError(f"train.preset (macro PRESET): {e}") from None
   if sequence_length > cfg.max_length:
