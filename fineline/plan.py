@@ -1,26 +1,63 @@
-"""`fineline plan --gin_file=…`: compile a configured train step ahead of time, on CPU.
+"""`fineline plan --gin_file=… --target=tpu-v4-512`: compile a configured train step ahead of time.
 
 Lowers the exact step `fineline train` would run, on abstract arrays placed on the
-configured mesh (faked CPU devices stand in for the pod's chips), and prints what each
-device would hold and what a step costs — so a pod configuration is checked before TPU time
-is spent. Memory figures come from XLA's compiled memory analysis of the CPU compilation;
-an accelerator's compiler fuses and schedules differently, so treat them as estimates.
+configured mesh, and reports what each device would hold and what a step costs — so a pod
+configuration is checked before TPU time is spent. With a TPU `--target`, libtpu (the `tpu`
+extra) describes the slice's chips and the real TPU compiler compiles the step on this
+machine, with the TPU's kernels (splash attention); its memory analysis is what the chips
+would hold. `--target cpu` compiles for faked CPU devices instead: XLA:CPU's figures, which
+only estimate an accelerator's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import re
+import sys
 
 from fineline import ginconf
+
+_GIB = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """A Cloud TPU slice as libtpu's topology names it: one JAX device per chip."""
+  topology: str
+  chip_config: str  # v4's "megacore" joins a chip's two cores into one device, as on Cloud TPU
+  chips: int
+  hbm_bytes: int
+  chip: str  # a metrics.PEAK_FLOPS_PER_DEVICE key
+
+
+TARGETS = {
+    "tpu-v4-8": Target("v4:2x2x1", "megacore", 4, 32 * _GIB, "TPU v4"),
+    "tpu-v4-32": Target("v4:2x2x4", "megacore", 16, 32 * _GIB, "TPU v4"),
+    "tpu-v4-128": Target("v4:4x4x4", "megacore", 64, 32 * _GIB, "TPU v4"),
+    "tpu-v4-512": Target("v4:4x8x8", "megacore", 256, 32 * _GIB, "TPU v4"),
+    "tpu-v5p-8": Target("v5p:2x2x1", "default", 4, 95 * _GIB, "TPU v5p"),
+    "tpu-v5p-128": Target("v5p:4x4x4", "default", 64, 95 * _GIB, "TPU v5p"),
+    "tpu-v5p-512": Target("v5p:4x8x8", "default", 256, 95 * _GIB, "TPU v5p"),
+    "tpu-v5e-16": Target("v5e:4x4", "default", 16, 16 * _GIB, "TPU v5e"),
+    "tpu-v5e-256": Target("v5e:16x16", "default", 256, 16 * _GIB, "TPU v5e"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   ginconf.add_gin_arguments(parser)
+  parser.add_argument("--target", default="cpu",
+                      help=f"what to compile for: {', '.join(TARGETS)} (the TPU compiler, "
+                      "needs the tpu extra), or cpu (faked CPU devices; default)")
   parser.add_argument("--num_devices", type=int, default=None,
-                      help="devices to fake when the mesh has a -1 axis (default: 8)")
-  parser.add_argument("--chip", default="TPU v4",
-                      help="chip whose peak sets the step-time estimate (see metrics.PEAK_FLOPS_PER_DEVICE)")
+                      help="devices when the mesh has a -1 axis (default: the target's chips, "
+                      "or 8 faked CPU devices)")
+  parser.add_argument("--chip", default=None,
+                      help="chip whose peak sets the step-time estimate (default: the target's; "
+                      "see metrics.PEAK_FLOPS_PER_DEVICE)")
   parser.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation")
+  parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
 def _query(name: str):
@@ -35,38 +72,77 @@ def _query(name: str):
 def run(args) -> int:
   if not args.gin_file:
     raise ValueError("fineline plan needs at least one --gin_file")
+  if args.target != "cpu" and args.target not in TARGETS:
+    raise ValueError(f"--target {args.target!r} is unknown; use one of {', '.join(TARGETS)}, "
+                     "or cpu for faked CPU devices")
   from fineline import partitioning  # pylint: disable=import-outside-toplevel
   from fineline.training import trainer  # pylint: disable=import-outside-toplevel,unused-import
   ginconf.parse(args.gin_file, args.gin_bindings, args.gin_search_path)
-  num_devices = partitioning.devices_needed() or args.num_devices or 8
   import jax  # pylint: disable=import-outside-toplevel
-  # Before the backend starts: plan always runs on (faked) CPU devices.
+  # Before the backend starts: this process runs on its CPU whatever it compiles for.
   jax.config.update("jax_platforms", "cpu")
-  jax.config.update("jax_num_cpu_devices", num_devices)
-  report = plan(num_devices=num_devices, chip=args.chip, mfu=args.mfu)
-  print(format_report(report))
+  target = TARGETS.get(args.target)
+  needed = partitioning.devices_needed()
+  if target is None:
+    num_devices = needed or args.num_devices or 8
+    jax.config.update("jax_num_cpu_devices", num_devices)
+    devices = jax.devices()[:num_devices]
+  else:
+    devices = tpu_devices(args.target)
+    if needed is not None and needed != len(devices):
+      raise ValueError(f"the mesh {partitioning.mesh_axes()} needs {needed} devices but "
+                       f"--target {args.target} has {len(devices)} chips; pass the target's "
+                       "mesh file (gin/mesh/) or bind mesh_axes to match")
+  report = plan(devices=devices, chip=args.chip or (target.chip if target else "TPU v4"),
+                mfu=args.mfu, hbm_bytes=target.hbm_bytes if target else None)
+  report["target"] = args.target
+  print(json.dumps(report) if args.json else format_report(report))
+  if report["fits"] is False:
+    need = (f"the TPU compiler says {report['compiler_error']!r}" if report["compiler_error"]
+            else f"the step needs {report['per_device_bytes'] / _GIB:.2f} GiB per device")
+    print(f"fineline plan: {need}, but a {report['chip']} chip has "
+          f"{report['hbm_bytes'] / _GIB:.0f} GiB of HBM: lower train.batch_size or raise "
+          "train.num_microbatches, set train.remat_policy = 'full', shard over more chips "
+          "(mesh_axes.fsdp), or pick a larger --target", file=sys.stderr)
+    return 1
   return 0
 
 
-def plan(*, num_devices: int, chip: str = "TPU v4", mfu: float = 0.4) -> dict:
-  """Compiles the configured step on `num_devices` CPU devices; returns the figures."""
+def tpu_devices(target: str) -> list:
+  """The chips of a TPU slice, described by libtpu on any machine (no TPU needed)."""
+  spec = TARGETS[target]
+  try:
+    from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+    topology = topologies.get_topology_desc(
+        platform="tpu", topology_name=spec.topology, chip_config_name=spec.chip_config,
+        chips_per_host_bounds=(2, 2, 1), num_slices=1)
+  except Exception as e:  # pylint: disable=broad-except
+    raise RuntimeError(f"--target {target}: libtpu could not describe topology "
+                       f"{spec.topology} ({e}); install the tpu extra: "
+                       "pip install 'fineline[tpu]'") from None
+  return list(topology.devices)
+
+
+def plan(*, devices, chip: str = "TPU v4", mfu: float = 0.4, hbm_bytes: int | None = None) -> dict:
+  """Compiles the configured step for `devices` (CPU, or TPU descriptions); returns figures."""
   import jax  # pylint: disable=import-outside-toplevel
   from fineline import checkpointing, partitioning  # pylint: disable=import-outside-toplevel
-  from fineline.models import llama, presets  # pylint: disable=import-outside-toplevel
+  from fineline.models import attention, llama, presets  # pylint: disable=import-outside-toplevel
   from fineline.training import metrics, optim  # pylint: disable=import-outside-toplevel
   from fineline.training import step as step_lib  # pylint: disable=import-outside-toplevel
 
+  peak = metrics.PEAK_FLOPS_PER_DEVICE.get(chip)
+  if peak is None:
+    raise ValueError(f"--chip {chip!r} unknown; known: {', '.join(metrics.PEAK_FLOPS_PER_DEVICE)}")
   get = lambda k, default=None: _query(f"train.{k}") if _query(f"train.{k}") is not None else default
   cfg = presets.get_preset(get("preset"), dtype=get("compute_dtype", "float32"),
                            param_dtype=get("param_dtype", "float32"),
                            scan_layers=get("scan_layers", False),
-                           remat_policy=get("remat_policy", "none"))
+                           remat_policy=get("remat_policy", "none"),
+                           attention_impl=get("attention_impl", "auto"))
   batch_size, seq_len = get("batch_size"), get("sequence_length")
   microbatches = get("num_microbatches", 1)
-  devices = jax.devices()[:num_devices]
-  if len(devices) < num_devices:
-    raise ValueError(f"the mesh needs {num_devices} devices but only {len(devices)} exist; "
-                     "run plan in a fresh process")
+  num_devices = len(devices)
   mesh = partitioning.make_mesh(devices)
   opt, schedule = optim.make_optimizer()
   ts = step_lib.make_train_step(llama.Llama(cfg), opt, mesh, schedule=schedule,
@@ -75,48 +151,80 @@ def plan(*, num_devices: int, chip: str = "TPU v4", mfu: float = 0.4) -> dict:
   abstract_batch = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=ts.batch_sharding),
       step_lib.abstract_batch(batch_size, seq_len))
-  compiled = ts.lower(abstract_state, abstract_batch).compile()
-  memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  lowered = ts.lower(abstract_state, abstract_batch)
+  compiler_error = memory = cost = None
+  try:
+    compiled = lowered.compile()
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  except jax.errors.JaxRuntimeError as e:
+    # The TPU compiler refuses a program that cannot fit in HBM: that is the plan's answer.
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    compiler_error = str(e).strip().splitlines()[0]
+  figure = lambda name: getattr(memory, name, None)
+  arguments, outputs, temp = (figure("argument_size_in_bytes"), figure("output_size_in_bytes"),
+                              figure("temp_size_in_bytes"))
+  per_device = None
+  if None not in (arguments, outputs, temp):
+    # Donated state aliases its output: those bytes are held once.
+    per_device = arguments + outputs - (figure("alias_size_in_bytes") or 0) + temp
   formula_flops = cfg.flops_per_token(seq_len) * batch_size * seq_len
-  peak = metrics.PEAK_FLOPS_PER_DEVICE.get(chip)
-  if peak is None:
-    raise ValueError(f"--chip {chip!r} unknown; known: {', '.join(metrics.PEAK_FLOPS_PER_DEVICE)}")
+  step_time = formula_flops / (num_devices * peak * mfu)
+  platform = devices[0].platform
   return {
-      "preset": get("preset"), "mesh": dict(mesh.shape), "num_devices": num_devices,
+      "preset": get("preset"), "mesh": dict(mesh.shape), "devices": num_devices,
+      "device_kind": devices[0].device_kind,
+      "attention": attention.resolve_impl(cfg.attention_impl, platform, cfg.dtype),
+      # Pallas (Mosaic) kernels in the program, e.g. splash attention's forward and backward.
+      "tpu_kernels": sorted(set(re.findall(r'kernel_name\s*=\s*"?(\w+)', lowered.as_text()))),
       "global_batch": batch_size, "sequence_length": seq_len, "microbatches": microbatches,
       "params": cfg.num_params(),
       "param_bytes_per_device": partitioning.bytes_per_device(
           ts.abstract_state["params"], ts.state_shardings["params"]),
       "optimizer_bytes_per_device": partitioning.bytes_per_device(
           ts.abstract_state["opt_state"], ts.state_shardings["opt_state"]),
-      "argument_bytes_per_device": getattr(memory, "argument_size_in_bytes", None),
-      "temp_bytes_per_device": getattr(memory, "temp_size_in_bytes", None),
-      "output_bytes_per_device": getattr(memory, "output_size_in_bytes", None),
+      "argument_bytes_per_device": arguments, "output_bytes_per_device": outputs,
+      "temp_bytes_per_device": temp, "per_device_bytes": per_device,
+      "hbm_bytes": hbm_bytes,
+      "fits": (False if compiler_error else None if hbm_bytes is None or per_device is None
+               else per_device <= hbm_bytes),
+      "compiler_error": compiler_error,
+      "flops_per_step": formula_flops,
       "compiled_flops_per_device": (cost or {}).get("flops"),
-      "formula_flops_per_step": formula_flops,
-      "chip": chip, "assumed_mfu": mfu,
-      "step_time_s": formula_flops / (num_devices * peak * mfu),
-      "tokens_per_s_per_chip": batch_size * seq_len / (formula_flops / (num_devices * peak * mfu)) / num_devices,
+      "chip": chip, "assumed_mfu": mfu, "step_time_s": step_time,
+      "tokens_per_s_per_chip": batch_size * seq_len / step_time / num_devices,
   }
 
 
 def format_report(r: dict) -> str:
-  gib = lambda b: ("n/a" if b is None else f"{b / 2**30:,.2f} GiB" if b >= 2**30
+  gib = lambda b: ("n/a" if b is None else f"{b / _GIB:,.2f} GiB" if b >= _GIB
                    else f"{b / 2**20:,.2f} MiB")
   flops = lambda f: "n/a" if f is None else f"{f:.3e}"
+  compiler = "XLA CPU" if r["target"] == "cpu" else "TPU compiler"
+  if r["compiler_error"]:
+    verdict = f"of {gib(r['hbm_bytes'])} HBM: DOES NOT FIT ({r['compiler_error']})"
+  elif r["hbm_bytes"] is None:
+    verdict = "(no HBM figure for faked CPU devices)"
+  else:
+    verdict = (f"of {gib(r['hbm_bytes'])} HBM ({100 * r['per_device_bytes'] / r['hbm_bytes']:.0f}%):"
+               f" {'fits' if r['fits'] else 'DOES NOT FIT'}")
   lines = [
+      f"target {r['target']}: {r['devices']} × {r['device_kind']}; attention {r['attention']}"
+      + (f" (TPU kernels: {', '.join(r['tpu_kernels'])})" if r["tpu_kernels"] else ""),
       f"preset {r['preset']}: {r['params'] / 1e6:,.1f}M parameters",
-      f"mesh {r['mesh']} ({r['num_devices']} devices); global batch {r['global_batch']} × "
+      f"mesh {r['mesh']} ({r['devices']} devices); global batch {r['global_batch']} × "
       f"{r['sequence_length']} tokens in {r['microbatches']} microbatch(es)",
       "per device:",
       f"  parameters            {gib(r['param_bytes_per_device'])}",
       f"  optimizer state       {gib(r['optimizer_bytes_per_device'])}",
-      f"  activations/temp      {gib(r['temp_bytes_per_device'])}  (XLA CPU memory analysis)",
-      f"  arguments (state+batch) {gib(r['argument_bytes_per_device'])}",
+      f"  arguments (state+batch) {gib(r['argument_bytes_per_device'])}  ({compiler} memory analysis)",
+      f"  outputs               {gib(r['output_bytes_per_device'])}",
+      f"  activations/temp      {gib(r['temp_bytes_per_device'])}",
+      f"  total                 {gib(r['per_device_bytes'])} {verdict}",
       "FLOPs per step:",
-      f"  6N + attention formula {flops(r['formula_flops_per_step'])}",
+      f"  6N + attention formula {flops(r['flops_per_step'])}",
       f"  compiled (per device)  {flops(r['compiled_flops_per_device'])}  (XLA cost analysis; a scanned layer loop is counted once)",
       f"step time at {100 * r['assumed_mfu']:.0f}% MFU on {r['chip']}: {r['step_time_s']:.4g} s "
       f"({r['tokens_per_s_per_chip']:,.0f} tokens/s per chip)",

@@ -1,13 +1,18 @@
 """The attention core: values and gradients against JAX's own attention and plain autodiff."""
 
+import contextlib
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import AbstractDevice, AbstractMesh, use_abstract_mesh
 
+from fineline import partitioning
 from fineline.models import attention
+from fineline.models import llama
 from fineline.models import presets
 
 
@@ -114,3 +119,50 @@ def test_rope_tables_hold_the_rotation_angles_of_each_position(scaling):
   cos_BxSx1xDh, _ = jax.jit(lambda p: attention.rope_tables(p, 4, long_cfg, jnp.float32))(
       jnp.asarray(positions_BxS))
   np.testing.assert_allclose(cos_BxSx1xDh[:, :, 0], expected(positions_BxS), atol=2e-5)
+
+
+@pytest.mark.parametrize("platform,dtype,expected", [
+    ("cpu", jnp.float32, "dot"), ("cpu", jnp.bfloat16, "dot"), ("tpu", jnp.float32, "splash"),
+    ("tpu", jnp.bfloat16, "splash"), ("gpu", jnp.bfloat16, "cudnn"), ("gpu", jnp.float32, "dot")])
+def test_auto_picks_the_kernel_of_the_platform(platform, dtype, expected):
+  assert attention.resolve_impl("auto", platform, dtype) == expected
+
+
+@pytest.mark.parametrize("impl,platform,dtype,message", [
+    ("splash", "cpu", jnp.float32, "attention_impl 'splash' does not run on cpu; there use one of auto, dot"),
+    ("cudnn", "tpu", jnp.bfloat16, "attention_impl 'cudnn' does not run on tpu"),
+    ("cudnn", "gpu", jnp.float32, "'cudnn' needs bfloat16 or float16 activations on gpu; got float32"),
+    ("flash", "gpu", jnp.float32, "attention_impl 'flash'; known: auto, dot, splash, cudnn")])
+def test_an_impl_the_platform_lacks_names_both(impl, platform, dtype, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    attention.resolve_impl(impl, platform, dtype)
+
+
+def test_an_unknown_impl_is_refused_by_the_config():
+  with pytest.raises(ValueError, match="attention_impl 'flash'; known: auto, dot, splash, cudnn"):
+    dataclasses.replace(presets.get_preset("tiny"), attention_impl="flash")
+
+
+def _custom_vjps_and_kernels(platform: str | None):
+  """The custom-VJP functions and Pallas calls in tiny's forward program built for `platform`
+  (None: this process's CPU), traced here whatever the target."""
+  cfg = presets.get_preset("tiny")
+  params = llama.init_params(cfg, jax.random.key(0))
+  forward = lambda p: llama.Llama(cfg).apply({"params": p}, jnp.zeros((1, 128), jnp.int32))
+  context = contextlib.nullcontext()
+  if platform is not None:
+    device = AbstractDevice(device_kind="accelerator", num_cores=1, platform=platform)
+    context = use_abstract_mesh(AbstractMesh((1, 1, 1), partitioning.MESH_AXES,
+                                             abstract_device=device))
+  with context:
+    text = str(jax.make_jaxpr(forward)(params))
+  return set(re.findall(r"custom_vjp_call\[[^\]]*?name=(\w+)", text)), "pallas_call" in text
+
+
+def test_cpu_hand_written_backwards_stay_out_of_tpu_and_gpu_programs():
+  """Decided by the mesh's platform, not the process's backend (plan builds TPU programs
+  on a CPU host): on TPU only splash's own VJP, on GPU (float32: XLA's attention) none."""
+  cpu_vjps, cpu_pallas = _custom_vjps_and_kernels(None)
+  assert {"_swiglu"} <= cpu_vjps and not cpu_pallas
+  assert _custom_vjps_and_kernels("tpu") == ({"_splash_attention_custom"}, True)
+  assert _custom_vjps_and_kernels("gpu") == (set(), False)

@@ -1,8 +1,14 @@
+import importlib.util
+import json
 import re
 
 import pytest
 
 import train_fixtures
+
+needs_libtpu = pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is None,
+    reason="libtpu is not installed (pip install 'fineline[tpu]'; tools/test.sh installs it)")
 
 
 @pytest.fixture(scope="module")
@@ -26,3 +32,65 @@ def test_plan_prints_memory_and_flops_for_a_faked_pod_mesh(corpus, tmp_path):
   opt_mib = float(re.search(r"optimizer state\s+([\d.]+) MiB", text).group(1))
   assert 0.1 < params_mib < 0.3 and opt_mib == pytest.approx(2 * params_mib, rel=0.05)
   assert not (tmp_path / "unused").exists()  # planning writes nothing
+
+
+@needs_libtpu
+def test_plan_compiles_tiny_for_a_tpu_v4_slice_with_splash_attention(corpus, tmp_path):
+  """The real TPU compiler on this CPU machine: libtpu describes a v4-8 (4 chips)."""
+  gin_path = train_fixtures.run_gin(corpus, str(tmp_path / "run.gin"), BATCH_SIZE=8,
+                                    SEQUENCE_LENGTH=128)
+  out = train_fixtures.fineline(["plan", f"--gin_file={gin_path}", "--gin_file=mesh/tpu_v4_8.gin",
+                                 f"--gin.MODEL_DIR='{tmp_path}/unused'", "--target=tpu-v4-8",
+                                 "--json"])
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = json.loads(out.stdout.strip().splitlines()[-1])
+  assert report["target"] == "tpu-v4-8" and report["devices"] == 4
+  assert report["device_kind"] == "TPU v4" and report["hbm_bytes"] == 32 * 2**30
+  assert report["fits"] is True
+  # The compiled program holds the sharded state (params + two moments) and its activations.
+  state = report["param_bytes_per_device"] + report["optimizer_bytes_per_device"]
+  assert state <= report["argument_bytes_per_device"] < state + 2**20
+  assert report["per_device_bytes"] >= report["argument_bytes_per_device"] + report[
+      "temp_bytes_per_device"]
+  assert report["per_device_bytes"] < 64 * 2**20
+  assert report["flops_per_step"] > report["compiled_flops_per_device"] > 0
+  assert report["attention"] == "splash"
+  assert {"splash_mqa_fwd_residuals", "splash_mqa_dq_no_residuals",
+          "splash_mqa_dkv_no_residuals"} <= set(report["tpu_kernels"])
+  assert not (tmp_path / "unused").exists()
+
+
+def test_an_unknown_target_lists_the_known_ones(corpus, tmp_path):
+  gin_path = train_fixtures.run_gin(corpus, str(tmp_path / "run.gin"))
+  out = train_fixtures.fineline(["plan", f"--gin_file={gin_path}", "--target=tpu-v9-8",
+                                 f"--gin.MODEL_DIR='{tmp_path}/unused'"])
+  assert out.returncode != 0
+  assert "--target 'tpu-v9-8' is unknown; use one of tpu-v4-8, tpu-v4-32" in out.stderr
+  assert "or cpu for faked CPU devices" in out.stderr
+
+
+@needs_libtpu
+def test_a_mesh_that_does_not_match_the_target_says_what_to_change(corpus, tmp_path):
+  gin_path = train_fixtures.run_gin(corpus, str(tmp_path / "run.gin"))
+  out = train_fixtures.fineline(["plan", f"--gin_file={gin_path}", "--gin_file=mesh/tpu_v4_8.gin",
+                                 "--target=tpu-v4-32", f"--gin.MODEL_DIR='{tmp_path}/unused'"])
+  assert out.returncode != 0
+  assert ("the mesh {'data': 1, 'fsdp': 4, 'tensor': 1} needs 4 devices but --target tpu-v4-32 "
+          "has 16 chips; pass the target's mesh file") in out.stderr
+
+
+@needs_libtpu
+def test_a_plan_that_does_not_fit_says_what_to_change(corpus, tmp_path):
+  """bench-58m, 64 sequences of 2048 tokens per chip, no remat: its float32 logits alone
+  (64 × 2048 × 32000 × 4 bytes) fill a v4 chip's 32 GiB."""
+  gin_path = train_fixtures.run_gin(corpus, str(tmp_path / "run.gin"), BATCH_SIZE=256,
+                                    SEQUENCE_LENGTH=2048)
+  out = train_fixtures.fineline(["plan", f"--gin_file={gin_path}", "--gin_file=mesh/tpu_v4_8.gin",
+                                 "--gin.PRESET='bench-58m'", "--gin.train.scan_layers=True",
+                                 "--target=tpu-v4-8", f"--gin.MODEL_DIR='{tmp_path}/unused'"])
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert "DOES NOT FIT" in out.stdout
+  # The TPU compiler itself refuses the program and says by how much.
+  assert re.search(r"the TPU compiler says 'RESOURCE_EXHAUSTED: Ran out of memory .*HBM.*', but "
+                   r"a TPU v4 chip has 32 GiB of HBM: lower train.batch_size or raise "
+                   r"train.num_microbatches", out.stderr)

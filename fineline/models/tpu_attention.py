@@ -23,7 +23,7 @@ from fineline import partitioning
 # The kernel's tiles are multiples of the TPU's 128 lanes; larger ones amortise the
 # per-block overhead, up to the sequence itself.
 LANES = 128
-_MAX_BLOCK = 512
+MAX_BLOCK = 512
 
 
 def supports(seq_len: int, kv_len: int) -> bool:
@@ -58,16 +58,15 @@ def _local_attention(q_BxSxHxDh, k_BxSxKxDh, v_BxSxKxDh, interpret: bool):
   q_BxKxGxSxDh = q_BxSxHxDh.reshape(B, S, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
   k_BxKxSxDh = k_BxSxKxDh.transpose(0, 2, 1, 3)
   v_BxKxSxDh = v_BxSxKxDh.transpose(0, 2, 1, 3)
-  kernel = _kernel(H // K, S, interpret)
+  kernel = _kernel(H // K, S, math.gcd(S, MAX_BLOCK), interpret)
   out_BxKxGxSxDh = jax.vmap(jax.vmap(kernel))(q_BxKxGxSxDh, k_BxKxSxDh, v_BxKxSxDh)
   return out_BxKxGxSxDh.transpose(0, 3, 1, 2, 4).reshape(B, S, H, Dh)
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(num_query_heads: int, seq_len: int, interpret: bool):
+def _kernel(num_query_heads: int, seq_len: int, block: int, interpret: bool):
   """The multi-query kernel for G query heads over one key/value head (built once per shape:
   it precomputes which blocks the mask hides)."""
-  block = math.gcd(seq_len, _MAX_BLOCK)
   sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                             block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
                             block_q_dq=block, block_kv_dq=block)
