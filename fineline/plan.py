@@ -51,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"what to compile for: {', '.join(TARGETS)} (the TPU compiler, "
                       "needs the tpu extra), or cpu (faked CPU devices; default)")
   parser.add_argument("--num_devices", type=int, default=None,
-                      help="devices when the mesh has a -1 axis (default: the target's chips, "
-                      "or 8 faked CPU devices)")
+                      help="faked CPU devices when the mesh has a -1 axis (default: 8); a TPU "
+                      "target always uses all its chips")
   parser.add_argument("--chip", default=None,
                       help="chip whose peak sets the step-time estimate (default: the target's; "
                       "see metrics.PEAK_FLOPS_PER_DEVICE)")
