@@ -26,6 +26,8 @@ import seqio
 import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2
 
+from fineline import fileio
+
 _LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
                   "CodeLlamaTokenizerFast")
 
@@ -154,7 +156,8 @@ def _as_llama_pipeline(tok) -> None:
 
 def load_vocabulary(path: str) -> seqio.Vocabulary:
   """The vocabulary of a `tokenizer.model`, a `tokenizer.json`, or a directory holding one
-  (with its `tokenizer_config.json`, which says whether BOS is added)."""
+  (with its `tokenizer_config.json`, which says whether BOS is added); local or a URL."""
+  path = fileio.download(path)
   if os.path.isdir(path):
     directory, model_file, json_file = path, None, None
     if os.path.isfile(os.path.join(path, "tokenizer.model")):

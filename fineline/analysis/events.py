@@ -18,6 +18,8 @@ import pathlib
 
 import numpy as np
 
+from fineline import fileio
+
 LR_DROP_RATIO = 0.8  # a logged rate below this fraction of the previous one is a drop
 LR_DROP_SPAN = 3  # ... provided the previous LR_DROP_SPAN logged rates were steady
 LOSS_SPIKE_MADS = 8.0  # loss above the running median by this many median deviations
@@ -56,7 +58,7 @@ def from_metrics(rows: list[dict[str, float]]) -> list[dict]:
 
 def read_schedule(path: str | pathlib.Path) -> list[dict]:
   """Events from a schedule file; ValueError naming the file and entry when malformed."""
-  path = pathlib.Path(path)
+  path = fileio.resolve(path)
   try:
     doc = json.loads(path.read_text(encoding="utf-8"))
   except FileNotFoundError:

@@ -30,7 +30,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from fineline import cache
+from fineline import cache, fileio
 
 LAZY_TASKS: dict[str, Callable[[], None]] = {}
 """Task name → a function that registers it (for sources that are materialised on demand)."""
@@ -73,8 +73,8 @@ def _jsonl_as_tfrecords(files: list[str], text_key: str, cache_dir: str) -> list
     key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{text_key}".encode())
     target = os.path.join(cache_dir, f"{os.path.basename(path)}.{key.hexdigest()[:12]}.tfrecord")
     if not os.path.exists(target):
-      tmp = f"{target}.tmp{os.getpid()}"
-      with open(path, encoding="utf-8") as f, tf.io.TFRecordWriter(tmp) as writer:
+      with fileio.atomic_output(target) as tmp, open(path, encoding="utf-8") as f, \
+          tf.io.TFRecordWriter(tmp) as writer:
         for line_no, line in enumerate(f, 1):
           if not line.strip():
             continue
@@ -84,7 +84,6 @@ def _jsonl_as_tfrecords(files: list[str], text_key: str, cache_dir: str) -> list
             raise ValueError(f"{path}:{line_no}: not a JSON object with a {text_key!r} field "
                              f"({e})") from None
           writer.write(text.encode("utf-8"))
-      os.replace(tmp, target)
     out.append(target)
   return out
 

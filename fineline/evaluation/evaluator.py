@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from typing import Any, Sequence
 
@@ -28,6 +29,7 @@ import numpy as np
 import seqio
 import tensorflow_datasets as tfds
 
+from fineline import fileio
 from fineline.evaluation import tasks as task_lib
 from fineline.evaluation.requests import Generate, Loglikelihood
 
@@ -328,32 +330,39 @@ class InProcessEvaluator:
     self._scorer.params = params
     samples = [] if self.write_samples else None
     results = self._suite.run(self._scorer, step=step, samples=samples)
-    checkpoint = os.path.join(model_dir, "checkpoints", str(step)) if model_dir else None
+    checkpoint = (os.fspath(fileio.resolve(model_dir) / "checkpoints" / str(step))
+                  if model_dir else None)
     record = make_record(results, model=self.run.get("model_name") or model_dir,
                          checkpoint=checkpoint, step=step, tokens=tokens,
                          errors=self._suite.last_errors)
     if samples and model_dir and jax.process_index() == 0:
-      _write_jsonl(os.path.join(model_dir, "eval", f"samples_{step}.jsonl"), samples, "w")
+      fileio.write_text(fileio.resolve(model_dir) / "eval" / f"samples_{step}.jsonl",
+                        "".join(json.dumps(row) + "\n" for row in samples))
     return record
 
   def _write(self, record: dict) -> None:
     import jax  # pylint: disable=import-outside-toplevel
     if jax.process_index() != 0:
       return
-    eval_dir = os.path.join(self.run["model_dir"], "eval")
-    _write_jsonl(os.path.join(eval_dir, "results.jsonl"), [record], "a")
+    eval_dir = fileio.resolve(self.run["model_dir"]) / "eval"
+    results = fileio.JsonlLog(eval_dir / "results.jsonl")
+    results.append(record)
+    results.close()
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-    # One event file per evaluation, closed at once: tensorboardX's flush() does not wait
-    # for its writer thread, close() does.
-    writer = SummaryWriter(eval_dir, filename_suffix=f".step{record['step']}")
-    try:
-      for task, metrics in record["tasks"].items():
-        for name, value in metrics.items():
-          if (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and name not in ("n", "num_fewshot", "chance")):
-            writer.add_scalar(f"{task}/{name}", value, record["step"])
-    finally:
-      writer.close()
+    # One event file per evaluation, closed at once (tensorboardX's flush() does not wait
+    # for its writer thread, close() does), then published whole.
+    with tempfile.TemporaryDirectory(prefix=".fineline-tb-") as local:
+      writer = SummaryWriter(local, filename_suffix=f".step{record['step']}")
+      try:
+        for task, metrics in record["tasks"].items():
+          for name, value in metrics.items():
+            if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and name not in ("n", "num_fewshot", "chance")):
+              writer.add_scalar(f"{task}/{name}", value, record["step"])
+      finally:
+        writer.close()
+      for name in os.listdir(local):
+        fileio.copy_into(os.path.join(local, name), eval_dir / name)
 
 
 def _config_from_save(model_dir: str | None, step: int):
@@ -361,20 +370,13 @@ def _config_from_save(model_dir: str | None, step: int):
   from fineline.models.config import LlamaConfig  # pylint: disable=import-outside-toplevel
   if not model_dir:
     raise ValueError("InProcessEvaluator needs model_cfg or model_dir (setup())")
-  meta = checkpointing.read_meta(os.path.join(model_dir, "checkpoints", str(step)))
+  meta = checkpointing.read_meta(fileio.resolve(model_dir) / "checkpoints" / str(step))
   return LlamaConfig.from_dict(meta["model_config"])
 
 
 def _run_vocabulary(model_dir: str | None):
   from fineline import tokenizers  # pylint: disable=import-outside-toplevel
-  if not model_dir or not os.path.isdir(os.path.join(model_dir, "tokenizer")):
+  if not model_dir or not (fileio.resolve(model_dir) / "tokenizer").is_dir():
     raise ValueError(f"InProcessEvaluator needs vocab or a tokenizer in "
                      f"{model_dir}/tokenizer/ (setup())")
-  return tokenizers.load_vocabulary(os.path.join(model_dir, "tokenizer"))
-
-
-def _write_jsonl(path: str, rows: list[dict], mode: str) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, mode) as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
+  return tokenizers.load_vocabulary(fileio.resolve(model_dir) / "tokenizer")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 
@@ -11,7 +10,7 @@ import gin
 import jax
 import numpy as np
 
-from fineline import checkpointing, partitioning
+from fineline import checkpointing, fileio, partitioning, run_checkpoints
 from fineline.data import pretrain
 from fineline.models import llama, presets
 from fineline.training import metrics as metrics_lib
@@ -44,7 +43,7 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
   else starts from `init_from` (a fineline checkpoint, e.g. an imported HF model) or from
   random init. Returns the final host-side record (step, loss, …).
   """
-  checkpointing.ensure_writable(model_dir)
+  fileio.check_access(model_dir, "MODEL_DIR", write=True)
   try:
     cfg = presets.get_preset(preset, dtype=compute_dtype, param_dtype=param_dtype,
                              scan_layers=scan_layers, remat_policy=remat_policy,
@@ -65,9 +64,9 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
   batches = data(sequence_length=sequence_length, global_batch_size=batch_size, seed=seed,
                  bos_id=cfg.bos_token_id, process_index=jax.process_index(),
                  process_count=jax.process_count())
-  ckpts = checkpointing.RunCheckpoints(model_dir, keep_last=keep_last, keep_every=keep_every_steps,
-                                       async_save=async_checkpoints)
-  checkpointing.copy_tokenizer(model_dir, getattr(batches, "tokenizer_file", None))
+  ckpts = run_checkpoints.RunCheckpoints(model_dir, keep_last=keep_last, keep_every=keep_every_steps,
+                                         async_save=async_checkpoints)
+  run_checkpoints.copy_tokenizer(model_dir, getattr(batches, "tokenizer_file", None))
   _write_config(model_dir)
 
   state, tokens = _initial_state(train_step, ckpts, batches, cfg, seed, init_from)
@@ -101,6 +100,7 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
         clock, window_tokens = _now(), 0
       stopping = stop.poll()
       if step % save_every_steps == 0 or step == train_steps or stopping:
+        writer.flush()
         _save(ckpts, step, state, cfg, tokens, batches)
         if evaluator is not None:
           _evaluate(evaluator, ckpts, state, step, tokens, step // save_every_steps)
@@ -145,8 +145,8 @@ def _observe(step, step_metrics, loss_avg, writer, ckpts, max_consecutive_nonfin
 def _initial_state(train_step, ckpts, batches, cfg, seed, init_from):
   latest = ckpts.latest_step()
   if latest is not None:
-    abstract = checkpointing.abstract_with_shardings(train_step.abstract_state,
-                                                     train_step.state_shardings)
+    abstract = run_checkpoints.abstract_with_shardings(train_step.abstract_state,
+                                                       train_step.state_shardings)
     state, meta, data_state = ckpts.restore(latest, abstract)
     if data_state:
       batches.set_state(data_state)
@@ -205,12 +205,8 @@ def _evaluate(evaluator, ckpts, state, step, tokens, save_index):
 
 
 def _write_config(model_dir: str) -> None:
-  if jax.process_index() != 0:
-    return
-  path = os.path.join(model_dir, "config.gin")
-  with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-    f.write(gin.config_str())
-  os.replace(f"{path}.tmp", path)
+  if jax.process_index() == 0:
+    fileio.write_text(fileio.resolve(model_dir) / "config.gin", gin.config_str())
 
 
 class _StopFlag:
