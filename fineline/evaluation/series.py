@@ -138,7 +138,7 @@ def append_record(output, record: dict) -> None:
 
 def _key(path: str) -> str:
   """How a record names its checkpoint: a local path made absolute, a hub one (hf://) as is."""
-  return path if "://" in path else os.path.abspath(path)
+  return os.fspath(fileio.resolve(path))
 
 
 def pending(checkpoints: list, output: str) -> list:
