@@ -1,7 +1,8 @@
 """A real Cloud Storage API for tests: gcp-storage-emulator on a free localhost port.
 
-`gcs_bucket` (import it into a test module) starts the emulator once per session with an
-in-memory bucket, points the clients at it the standard way while the tests that use it run
+`gcs_bucket` (import it into a test module) starts the emulator (gcs_emulator_main.py: with
+the generation headers real Cloud Storage sends) once per session with an in-memory bucket,
+points the clients at it the standard way while the tests that use it run
 (`STORAGE_EMULATOR_HOST` for gcsfs, `TENSORSTORE_GCS_HTTP_URL` for TensorStore, and
 `EPATH_USE_TF=false` so etils takes gcsfs rather than TF's gfile, which ignores emulators)
 and yields a fresh `gs://…` prefix per test. `emulator_env()` gives subprocesses the same.
@@ -19,6 +20,7 @@ import uuid
 import pytest
 
 BUCKET = "fineline-test"
+MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gcs_emulator_main.py")
 _state: dict = {}
 
 # etils picks its gs:// backend once per process, at the first path it handles, so this is
@@ -42,10 +44,9 @@ def emulator_env() -> dict:
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory):
   port = _free_port()
-  log = open(tmp_path_factory.mktemp("gcs") / "emulator.log", "w")  # pylint: disable=consider-using-with
-  emulator = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
-  proc = subprocess.Popen([emulator, "start", "--host", "127.0.0.1", "--port", str(port),
-                           "--default-bucket", BUCKET, "--in-memory", "--quiet"],
+  log_path = tmp_path_factory.mktemp("gcs") / "emulator.log"
+  log = open(log_path, "w", encoding="utf-8")  # pylint: disable=consider-using-with
+  proc = subprocess.Popen([sys.executable, MAIN, str(port), BUCKET],
                           stdout=log, stderr=subprocess.STDOUT)
   deadline = time.time() + 30
   while True:

@@ -18,17 +18,6 @@ from eval_fixtures import write_eval_data
 from fineline import checkpointing, cli, fileio
 from gcs_fixtures import emulator_env, gcs_bucket, gcs_emulator  # pylint: disable=unused-import
 
-SCRIPT = r"""
-import sys
-import jax
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
-port, pid, gin_path, model_dir, steps = sys.argv[1:]
-jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(pid))
-from fineline import ginconf
-from fineline.training import trainer
-ginconf.parse([gin_path], [f"MODEL_DIR = '{model_dir}'", f"TRAIN_STEPS = {steps}"])
-trainer.train()
-"""
 TIMEOUT_S = 300  # per launch; a hang fails the test instead of stalling the suite
 
 
@@ -48,7 +37,7 @@ def inputs(tmp_path_factory):
         "InProcessEvaluator.task_modules = ['evals.multiple_choice']",
         f"InProcessEvaluator.data_dir = '{data_dir}'",
         "InProcessEvaluator.batch_size = 8", ""]))
-  return gin_path, data_dir
+  return gin_path, data_dir, str(root / "cache")
 
 
 def _free_port() -> int:
@@ -57,13 +46,18 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(gin_path, model_dir, steps):
+def _launch(inputs, model_dir, steps):
+  """`fineline train` on two hosts (processes) joined by jax.distributed over localhost."""
+  gin_path, _, cache_dir = inputs
   port = _free_port()
-  env = {**train_fixtures.env(1), **emulator_env()}
-  return [subprocess.Popen([sys.executable, "-c", SCRIPT, str(port), str(i), gin_path,
-                            model_dir, str(steps)], env=env, cwd=train_fixtures.REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-          for i in range(2)]
+  # One compilation cache for the three launches: the later ones load the compiled step.
+  env = {**train_fixtures.env(1), **emulator_env(), "FINELINE_CACHE_DIR": cache_dir}
+  return [subprocess.Popen(
+      [sys.executable, "-m", "fineline.cli", "train", f"--gin_file={gin_path}",
+       f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={steps}",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      env=env, cwd=train_fixtures.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
 
 
 def _finish(procs):
@@ -90,11 +84,11 @@ def _losses(model_dir):
 
 
 def test_two_hosts_killed_and_resumed_on_a_bucket_then_eval_and_analyze(inputs, gcs_bucket):
-  gin_path, data_dir = inputs
+  data_dir = inputs[1]
   reference, run = f"{gcs_bucket}/reference", f"{gcs_bucket}/run"
-  _finish(_launch(gin_path, reference, 6))
+  _finish(_launch(inputs, reference, 6))
 
-  procs = _launch(gin_path, run, 400)
+  procs = _launch(inputs, run, 400)
   first_save = fileio.resolve(run) / "checkpoints" / "2"
   deadline = time.time() + TIMEOUT_S
   try:
@@ -108,7 +102,7 @@ def test_two_hosts_killed_and_resumed_on_a_bucket_then_eval_and_analyze(inputs, 
     for p in procs:  # the survivor cannot go on without its peer; a pod restarts both
       p.kill()
       p.communicate()
-  out0, _ = _finish(_launch(gin_path, run, 6))
+  out0, _ = _finish(_launch(inputs, run, 6))
   assert f"resumed from {run}/checkpoints/" in out0
 
   want, got = _losses(reference), _losses(run)

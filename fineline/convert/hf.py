@@ -16,11 +16,12 @@ No q/k permutation is needed: HF's LLaMA applies rotary embedding in the half-sp
 interleaved pairs; converters from those permute q/k rows, converters from HF must not.)
 
 Conversions stream tensor by tensor, so peak memory stays near one copy of the model, and
-write into a staging directory that `fileio.atomic_output` publishes only when complete:
-on any error nothing is left at the output path. Input and output may be URLs (gs://…). Reading, transposing and writing
-overlap: an import hands Orbax the checkpoint's tree of `PendingArray`s up front and fills
-them in as safetensors are read; an export restores the checkpoint a layer at a time in a
-background thread and writes each complete safetensors shard in another.
+write into a staging directory that `fileio.atomic_output` publishes only when complete: on
+any error nothing is left at the output path. Input and output may be URLs (gs://…).
+Reading, transposing and writing overlap: an import hands Orbax the checkpoint's tree of
+`PendingArray`s up front and fills them in as safetensors are read; an export restores the
+checkpoint a layer at a time in a background thread and writes each complete safetensors
+shard in another.
 """
 
 from __future__ import annotations

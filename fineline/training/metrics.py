@@ -2,9 +2,10 @@
 
 Only process 0 writes. MODEL_DIR may be a URL: metrics.jsonl is then a `fileio.JsonlLog` of
 part objects, and the TensorBoard events are written locally and uploaded at each `flush`
-(the trainer flushes at every save) and at `close`. Throughput is reported as tokens/s and as MFU: model FLOPs
-(`LlamaConfig.flops_per_token`) against the devices' peak. The peak comes from a table of
-published dense bf16 figures per chip; on CPU it is measured at start-up by timing a jnp.dot.
+(the trainer flushes at every save) and at `close`. Throughput is reported as tokens/s and
+as MFU: model FLOPs (`LlamaConfig.flops_per_token`) against the devices' peak. The peak
+comes from a table of published dense bf16 figures per chip; on CPU it is measured at
+start-up by timing a jnp.dot.
 """
 
 from __future__ import annotations

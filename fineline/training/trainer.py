@@ -64,7 +64,8 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
   batches = data(sequence_length=sequence_length, global_batch_size=batch_size, seed=seed,
                  bos_id=cfg.bos_token_id, process_index=jax.process_index(),
                  process_count=jax.process_count())
-  ckpts = run_checkpoints.RunCheckpoints(model_dir, keep_last=keep_last, keep_every=keep_every_steps,
+  ckpts = run_checkpoints.RunCheckpoints(model_dir, keep_last=keep_last,
+                                         keep_every=keep_every_steps,
                                          async_save=async_checkpoints)
   run_checkpoints.copy_tokenizer(model_dir, getattr(batches, "tokenizer_file", None))
   _write_config(model_dir)
