@@ -53,19 +53,26 @@ def check_access(path, what: str, *, write: bool = False) -> epath.Path:
   """Proves that `path` can be reached (and, with `write`, that it takes a file, creating
   it as a directory); raises PermissionError, one line naming `what` and the path, if not."""
   path = resolve(path)
+  verb = "reachable"
+  # The store's client logs each failed attempt with a traceback; the error below says it.
+  quiet = logging.getLogger("gcsfs")
+  level = quiet.level
+  quiet.setLevel(logging.CRITICAL)
   try:
+    if is_url(path):
+      path.exists()  # reaches the store: network, credentials, bucket
     if write:
+      verb = "writable"
       path.mkdir(parents=True, exist_ok=True)
       probe = path / f".write_probe_{uuid.uuid4().hex}"
       probe.write_text("ok")
       probe.unlink()
-    elif is_url(path):
-      path.exists()  # reaches the store: credentials, bucket, network
   except Exception as e:  # pylint: disable=broad-except
     reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    verb = "writable" if write else "reachable"
     raise PermissionError(f"{what} {path} is not {verb}: {type(e).__name__}: {reason}"[:500]) \
         from None
+  finally:
+    quiet.setLevel(level)
   return path
 
 

@@ -126,7 +126,7 @@ def tpu_devices(target: str) -> list:
 def plan(*, devices, chip: str = "TPU v4", mfu: float = 0.4, hbm_bytes: int | None = None) -> dict:
   """Compiles the configured step for `devices` (CPU, or TPU descriptions); returns figures."""
   import jax  # pylint: disable=import-outside-toplevel
-  from fineline import checkpointing, partitioning  # pylint: disable=import-outside-toplevel
+  from fineline import partitioning, run_checkpoints  # pylint: disable=import-outside-toplevel
   from fineline.models import attention, llama, presets  # pylint: disable=import-outside-toplevel
   from fineline.training import metrics, optim  # pylint: disable=import-outside-toplevel
   from fineline.training import step as step_lib  # pylint: disable=import-outside-toplevel
@@ -147,7 +147,7 @@ def plan(*, devices, chip: str = "TPU v4", mfu: float = 0.4, hbm_bytes: int | No
   opt, schedule = optim.make_optimizer()
   ts = step_lib.make_train_step(llama.Llama(cfg), opt, mesh, schedule=schedule,
                                 num_microbatches=microbatches, z_loss=get("z_loss", 0.0))
-  abstract_state = checkpointing.abstract_with_shardings(ts.abstract_state, ts.state_shardings)
+  abstract_state = run_checkpoints.abstract_with_shardings(ts.abstract_state, ts.state_shardings)
   abstract_batch = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=ts.batch_sharding),
       step_lib.abstract_batch(batch_size, seq_len))
