@@ -186,7 +186,8 @@ def load_checkpoint(path: str, *, tokenizer: str | None = None, dtype: str | Non
     tokenizer_dir = hf.find_tokenizer_dir(path)
   elif series_lib.is_hf_checkpoint(path):
     from fineline.convert import hf  # pylint: disable=import-outside-toplevel
-    params, cfg, tokenizer_dir = hf.load_hf_checkpoint(path, dtype=dtype)
+    # Safetensors are memory-mapped: a bucket's HF directory is read from a local copy.
+    params, cfg, tokenizer_dir = hf.load_hf_checkpoint(fileio.download(path), dtype=dtype)
     params, meta = jax.device_put(params), {}
   else:
     raise FileNotFoundError(f"{path}: neither a fineline checkpoint (meta/) nor a Hugging "
