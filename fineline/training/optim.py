@@ -99,13 +99,7 @@ def accumulate_gradients(loss_and_grad: Callable, params, batch, num_microbatche
   rows = next(iter(batch.values())).shape[0]
   if rows % num_microbatches:
     raise ValueError(f"batch of {rows} rows does not split into {num_microbatches} microbatches")
-  constrain = lambda x, s: x if s is None else jax.lax.with_sharding_constraint(x, s)
-
-  def split(x):
-    strided = x.reshape((rows // num_microbatches, num_microbatches) + x.shape[1:])
-    return constrain(jnp.swapaxes(strided, 0, 1), microbatch_sharding)
-
-  micro = jax.tree.map(split, batch)
+  micro = split_microbatches(batch, num_microbatches, microbatch_sharding)
   total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1e-8)
 
   def body(carry, mb):
@@ -113,12 +107,27 @@ def accumulate_gradients(loss_and_grad: Callable, params, batch, num_microbatche
     (loss, aux), grads = loss_and_grad(params, mb)
     share = jnp.sum(mb["weights"]) / total_weight
     grads_sum = jax.tree.map(lambda g, acc: acc + share * g.astype(jnp.float32), grads, grads_sum)
-    return (loss_sum + share * loss, constrain(grads_sum, grad_shardings)), (aux, share)
+    return (loss_sum + share * loss, _constrain(grads_sum, grad_shardings)), (aux, share)
 
-  zeros = constrain(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params), grad_shardings)
+  zeros = _constrain(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
+                     grad_shardings)
   (loss, grads), (auxs, shares) = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
   grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
   # Counts add up over microbatches; means are combined with the same token weights as the loss.
   aux = {k: v.sum(axis=0) if k.startswith("num_") else jnp.sum(v * shares, axis=0)
          for k, v in auxs.items()}
   return loss, aux, grads
+
+
+def split_microbatches(batch, num_microbatches: int, sharding=None):
+  """B × … arrays → M × B/M × …, microbatch m holding rows m, m+M, m+2M, … (placed with
+  `sharding`, e.g. `partitioning.microbatch_sharding`)."""
+  def split(x):
+    rows = x.shape[0]
+    strided = x.reshape((rows // num_microbatches, num_microbatches) + x.shape[1:])
+    return _constrain(jnp.swapaxes(strided, 0, 1), sharding)
+  return jax.tree.map(split, batch)
+
+
+def _constrain(tree, shardings):
+  return tree if shardings is None else jax.lax.with_sharding_constraint(tree, shardings)
