@@ -84,10 +84,9 @@ def parse_mesh(spec: str, flag: str = "--mesh") -> dict[str, int]:
   return sizes
 
 
-def bind_mesh(sizes: dict[str, int]) -> None:
-  """Makes `sizes` the configured mesh (the gin bindings of `mesh_axes`)."""
-  for axis, size in sizes.items():
-    gin.bind_parameter(f"mesh_axes.{axis}", size)
+def mesh_bindings(sizes: dict[str, int]) -> list[str]:
+  """The gin bindings that make `sizes` the configured mesh."""
+  return [f"mesh_axes.{axis} = {size}" for axis, size in sizes.items()]
 
 
 def devices_needed() -> int | None:
