@@ -171,3 +171,31 @@ def test_bad_mesh_says_what_to_change(setup, tmp_path, capsys, mesh, message):
   err = capsys.readouterr().err.strip()
   assert err.startswith(f"fineline eval: error: {message}") and "\n" not in err
   assert not output.exists()
+
+
+def test_two_hosts_score_a_series_together_and_process_0_writes(setup, ckpt, hf_record, tmp_path):
+  """Two processes × 4 devices; the output file is on process 0's disk only (process 1 is
+  given a path that does not exist), and it already holds the first checkpoint."""
+  _, hf_dir, data_dir = setup
+  series = tmp_path / "series.txt"
+  series.write_text(f"{ckpt} 1\n{hf_dir} 2\n")
+  output = tmp_path / "series.jsonl"
+  output.write_text(json.dumps({**hf_record[0], "checkpoint": str(ckpt), "step": 1}) + "\n")
+  port = train_fixtures.free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "fineline.cli", "eval", "--quiet", "--checkpoints", str(series),
+       *map(str, ARGS), "--data_dir", str(data_dir),
+       "--output", str(output if i == 0 else tmp_path / "elsewhere" / "series.jsonl"),
+       "--mesh", "data=2,fsdp=4", "--coordinator_address", f"127.0.0.1:{port}",
+       "--num_processes", "2", "--process_id", str(i)],
+      env=train_fixtures.env(4), cwd=train_fixtures.REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=400) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-4000:]
+  assert "evaluated 1 checkpoint(s); 1 already in" in outs[0][0]
+  assert not (tmp_path / "elsewhere").exists()
+  records = [json.loads(line) for line in output.read_text().splitlines()]
+  assert [(r["checkpoint"], r["step"]) for r in records] == [(str(ckpt), 1), (str(hf_dir), 2)]
+  for task in TASKS:
+    assert records[1]["tasks"][task]["acc"] == hf_record[0]["tasks"][task]["acc"]

@@ -4,7 +4,6 @@ and resume one run, and stop together on SIGTERM."""
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,12 +17,6 @@ from fineline import checkpointing
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
   return train_fixtures.make_corpus(str(tmp_path_factory.mktemp("corpus")))
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 SCRIPT = r"""
@@ -43,7 +36,7 @@ for steps in map(int, runs.split(",")):  # a later run restores what the one bef
 
 
 def _start_two_hosts(gin_path, model_dir, runs):
-  port = _free_port()
+  port = train_fixtures.free_port()
   return [subprocess.Popen(
       [sys.executable, "-c", SCRIPT, str(port), str(i), gin_path, model_dir, runs],
       env=train_fixtures.env(2), cwd=train_fixtures.REPO, stdout=subprocess.PIPE,
