@@ -53,7 +53,8 @@ def mesh_shape(num_devices: int) -> dict[str, int]:
   fixed = math.prod(v for v in sizes.values() if v != -1)
   if -1 in sizes.values():
     if num_devices % fixed:
-      raise ValueError(f"mesh_axes: {num_devices} devices do not split into {sizes}")
+      raise ValueError(f"mesh_axes: {num_devices} devices do not split into {sizes}; make "
+                       f"the fixed sizes' product ({fixed}) divide {num_devices}")
     sizes = {k: (num_devices // fixed if v == -1 else v) for k, v in sizes.items()}
   if math.prod(sizes.values()) != num_devices:
     raise ValueError(f"mesh_axes: {sizes} needs {math.prod(sizes.values())} devices, "
