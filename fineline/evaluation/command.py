@@ -195,7 +195,8 @@ class _Evaluate:
 def _mesh(args):
   """The device mesh of --mesh / --gin_file (one device without either, or all devices
   data-parallel with only --multihost); a bad one is named before any work starts."""
-  if not (args.mesh or args.gin_file or args.multihost or args.coordinator_address):
+  if not (args.mesh or args.gin_file or args.gin_bindings or args.multihost
+          or args.coordinator_address):
     return None
   import jax  # pylint: disable=import-outside-toplevel
   from fineline import partitioning  # pylint: disable=import-outside-toplevel  (registers mesh_axes)
@@ -209,7 +210,8 @@ def _mesh(args):
                  mesh.size, jax.process_count())
     return mesh
   except ValueError as e:
-    given = f"--mesh {args.mesh}" if args.mesh else "--gin_file " + " ".join(args.gin_file)
+    given = (f"--mesh {args.mesh}" if args.mesh else
+             "--gin_file " + ",".join(args.gin_file) if args.gin_file else "the mesh")
     raise ValueError(f"{given}: {e}") from None
   finally:
     # The mesh is all that eval reads from gin; the modules imported later register their
