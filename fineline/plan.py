@@ -144,6 +144,7 @@ def plan(*, devices, chip: str = "TPU v4", mfu: float = 0.4, hbm_bytes: int | No
   microbatches = get("num_microbatches", 1)
   num_devices = len(devices)
   mesh = partitioning.make_mesh(devices)
+  step_lib.check_batch_split(mesh, batch_size, microbatches)
   opt, schedule = optim.make_optimizer()
   ts = step_lib.make_train_step(llama.Llama(cfg), opt, mesh, schedule=schedule,
                                 num_microbatches=microbatches, z_loss=get("z_loss", 0.0))

@@ -10,7 +10,8 @@ A series is given as any mix of
   a checkpoint itself.
 `evaluate_series` writes one result record per checkpoint to a JSONL file, appending each
 as soon as it is complete; a restart reads the file and skips the checkpoints it already
-holds (a torn last line from a killed run is dropped).
+holds (a torn last line from a killed run is dropped). On several hosts, each scores the
+same checkpoints (those process 0's file lacks) and process 0 alone writes.
 """
 
 from __future__ import annotations
@@ -132,13 +133,16 @@ def read_records(output: str) -> list[dict]:
     except ValueError:
       log.warning("%s: dropping an incomplete last record", output)
       break
-  if good_end < len(data):
+  if good_end < len(data) and _process_index() == 0:
     with open(output, "r+b") as f:
       f.truncate(good_end)
   return records
 
 
 def append_record(output: str, record: dict) -> None:
+  """Appends `record` to `output` (process 0 only: the other hosts hold the same one)."""
+  if _process_index() != 0:
+    return
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   with open(output, "a") as f:
     f.write(json.dumps(record) + "\n")
@@ -156,11 +160,28 @@ def pending(checkpoints: list, output: str) -> list:
   record of a failed download (errors["download"]) does not count: it is tried again."""
   done = {_key(r["checkpoint"]) for r in read_records(output)
           if r.get("checkpoint") and "download" not in (r.get("errors") or {})}
-  todo = [c for c in checkpoints if _key(c.path) not in done]
+  todo = _agreed([_key(c.path) not in done for c in checkpoints])
+  todo = [c for c, wanted in zip(checkpoints, todo) if wanted]
   if len(todo) < len(checkpoints):
     log.info("%s already holds %d of %d checkpoints; evaluating the other %d", output,
              len(checkpoints) - len(todo), len(checkpoints), len(todo))
   return todo
+
+
+def _agreed(wanted: list[bool]) -> list[bool]:
+  """Process 0's answer on every host: the hosts must score the same checkpoints, and only
+  process 0's output file need exist."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() == 1 or not wanted:
+    return wanted
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return [bool(w) for w in multihost_utils.broadcast_one_to_all(np.asarray(wanted, np.int32))]
+
+
+def _process_index() -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.process_index()
 
 
 def evaluate_series(checkpoints: list[Checkpoint], output: str,

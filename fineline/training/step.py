@@ -77,6 +77,7 @@ def make_train_step(model: llama.Llama, optimizer: optax.GradientTransformation,
               "opt_state": partitioning.optimizer_shardings(mesh, optimizer, abstract_params, params_sh),
               **{k: replicated for k in COUNTERS}}
   batch_sh = partitioning.batch_sharding(mesh)
+  micro_sh = partitioning.microbatch_sharding(mesh)
 
   def from_params(params):
     params = jax.tree.map(lambda p, a: p.astype(a.dtype), params, abstract_params)
@@ -91,7 +92,9 @@ def make_train_step(model: llama.Llama, optimizer: optax.GradientTransformation,
 
   def train_step(state, batch):
     params = state["params"]
-    loss, aux, grads = optim.accumulate_gradients(loss_and_grad, params, batch, num_microbatches)
+    loss, aux, grads = optim.accumulate_gradients(
+        loss_and_grad, params, batch, num_microbatches, microbatch_sharding=micro_sh,
+        grad_shardings=params_sh)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
@@ -130,6 +133,17 @@ def make_train_step(model: llama.Llama, optimizer: optax.GradientTransformation,
       state_shardings=state_sh,
       abstract_state=jax.eval_shape(init, jax.random.key(0)),
       batch_sharding=batch_sh)
+
+
+def check_batch_split(mesh, global_batch_size: int, num_microbatches: int = 1) -> None:
+  """Every microbatch must take whole rows from each data-parallel device
+  (`optim.accumulate_gradients`): the batch is a multiple of microbatches × that size."""
+  ways = partitioning.data_parallel_size(mesh)
+  if num_microbatches < 1 or global_batch_size % (ways * num_microbatches):
+    raise ValueError(
+        f"train.batch_size={global_batch_size} does not split into train.num_microbatches="
+        f"{num_microbatches} microbatches over the {ways} data-parallel devices of mesh "
+        f"{dict(mesh.shape)}; make the batch size a multiple of {ways * max(num_microbatches, 1)}")
 
 
 def abstract_batch(global_batch_size: int, seq_len: int):

@@ -9,7 +9,6 @@ import time
 
 import gin
 import jax
-import numpy as np
 
 from fineline import checkpointing, partitioning
 from fineline.data import pretrain
@@ -55,9 +54,7 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
     raise ValueError(f"train.sequence_length={sequence_length} exceeds preset {preset!r}'s "
                      f"max_length {cfg.max_length}")
   mesh = partitioning.make_mesh()
-  if batch_size % partitioning.data_parallel_size(mesh):
-    raise ValueError(f"train.batch_size={batch_size} does not split over the "
-                     f"{partitioning.data_parallel_size(mesh)} data-parallel devices of mesh {dict(mesh.shape)}")
+  step_lib.check_batch_split(mesh, batch_size, num_microbatches)
   opt, schedule = optimizer()
   model = llama.Llama(cfg)
   train_step = step_lib.make_train_step(model, opt, mesh, schedule=schedule,
@@ -76,7 +73,7 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
   writer = metrics_lib.MetricsWriter(
       model_dir, flops_per_token=cfg.flops_per_token(sequence_length),
       peak_flops=metrics_lib.peak_flops_total())
-  stop = _StopFlag(stop_event)
+  stop = _StopFlag(step, stop_event)
   loss_avg, record, stopping, pending = None, {}, False, None
   clock, window_tokens = _now(), 0
   try:
@@ -99,7 +96,7 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
                       **writer.throughput(window_tokens, elapsed))
         writer.write(step, record)
         clock, window_tokens = _now(), 0
-      stopping = stop.poll()
+      stopping = stop.poll(step)
       if step % save_every_steps == 0 or step == train_steps or stopping:
         _save(ckpts, step, state, cfg, tokens, batches)
         if evaluator is not None:
@@ -214,33 +211,64 @@ def _write_config(model_dir: str) -> None:
 
 
 class _StopFlag:
-  """SIGTERM (preemption) asks for a save and a clean exit after the current step."""
+  """Whether to save and stop after the current step: on SIGTERM (what a preempted VM
+  receives), SIGINT, or `event` set.
 
-  def __init__(self, event=None):
+  One process: signal handlers set a flag that `poll` reads. Several processes: every host
+  must stop after the same step, and asking the others each step would sync host and
+  device every step. JAX's preemption service (part of the coordination service that
+  `jax.distributed` starts) catches SIGTERM on any host, agrees with the others on the
+  next step all of them can still reach, and `reached_preemption_sync_point(step)` is
+  True there on every host; until a notice arrives each call only compares two local
+  counters. SIGINT and the event become a SIGTERM to this process, so they take that path.
+  """
+
+  _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self, step: int, event=None):
     self._event = event
     self._signalled = False
-    self._previous = None
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread
-      pass
+    self._previous = {}
+    self._coordinated = jax.process_count() > 1
+    if self._coordinated:
+      self._reached(step)  # fails here, before training, if the service is off
+    # The preemption service installed its own SIGTERM handler: leave that one in place.
+    for signum in self._SIGNALS[1:] if self._coordinated else self._SIGNALS:
+      try:
+        self._previous[signum] = signal.signal(signum, self._handle)
+      except ValueError:  # not the main thread
+        pass
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
+    if signum == signal.SIGINT and self._signalled:
+      raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the final save
     self._signalled = True
+    if self._coordinated:
+      os.kill(os.getpid(), signal.SIGTERM)
 
-  def poll(self) -> bool:
-    """Whether to stop after this step; every host gets the same answer (a host that missed
-    the signal must still join the final save)."""
-    local = self._signalled or (self._event is not None and self._event.is_set())
-    if jax.process_count() == 1:
-      return local
+  def poll(self, step: int) -> bool:
+    """Whether to stop after `step`; every host gets the same answer at the same step (a
+    host that missed the signal must still join the final save)."""
+    if self._event is not None and self._event.is_set() and not self._signalled:
+      self._handle(signal.SIGTERM, None)
+    return self._reached(step) if self._coordinated else self._signalled
+
+  @staticmethod
+  def _reached(step: int) -> bool:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    return bool(np.any(multihost_utils.process_allgather(np.int32(local))))
+    try:
+      return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError as e:
+      raise RuntimeError(f"a run of {jax.process_count()} processes stops on SIGTERM through "
+                         f"JAX's preemption service, which is off: set "
+                         f"jax_enable_preemption_service before jax.distributed.initialize "
+                         f"({e})") from e
 
   def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      if previous is not None:
+        signal.signal(signum, previous)
 
 
 def _now() -> float:
