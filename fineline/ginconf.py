@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import gin
 
+from fineline.errors import UserError
+
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 
 
@@ -73,7 +75,7 @@ def split_bindings(argv: Sequence[str]) -> tuple[list[str], list[str]]:
       name, eq, value = arg[len("--gin."):].partition("=")
       if not eq:
         if i + 1 >= len(argv):
-          raise ValueError(f"{arg} has no value; write {arg}=VALUE")
+          raise UserError(f"{arg} has no value; write {arg}=VALUE")
         i += 1
         value = argv[i]
       bindings.append(f"{name} = {value}")
@@ -95,14 +97,14 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
       with _quiet_gin_lookups():
         gin.parse_config_file(path)
     except (ValueError, SyntaxError, ImportError) as e:
-      raise ValueError(f"gin file {path}: {_with_hint(e)}") from None
+      raise UserError(f"gin file {path}: {_with_hint(e)}") from None
     except Exception as e:  # pylint: disable=broad-except  (tokenizer errors)
-      raise ValueError(f"gin file {path}: cannot parse: {e}") from None
+      raise UserError(f"gin file {path}: cannot parse: {e}") from None
   for line in bindings:
     try:
       gin.parse_config(line)
     except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f"command-line binding --gin.{line.replace(' = ', '=', 1)}: "
+      raise UserError(f"command-line binding --gin.{line.replace(' = ', '=', 1)}: "
                        f"{_with_hint(e)}") from None
   _check_macros(resolved, bindings)
   gin.finalize()
@@ -118,7 +120,7 @@ def call(fn: Callable, gin_files: Sequence[str] = ()):
       raise
     names = [n.strip(" '\"") for n in m.group(2).split(",")]
     missing = ", ".join(f"{m.group(1)}.{n}" for n in names)
-    raise ValueError(f"missing gin binding(s) {missing} (gin.REQUIRED); set them in a gin file "
+    raise UserError(f"missing gin binding(s) {missing} (gin.REQUIRED); set them in a gin file "
                      f"or with --gin.{m.group(1)}.{names[0]}=… (files: {', '.join(gin_files) or 'none'})"
                      ) from None
 
@@ -181,7 +183,7 @@ def _check_macros(files: Sequence[str], bindings: Sequence[str]) -> None:
     for source, used in _macro_uses(text):
       read.add(used)
       if used not in defined:
-        raise ValueError(f"gin macro %{used} is used in {source or path} but never set; set it in "
+        raise UserError(f"gin macro %{used} is used in {source or path} but never set; set it in "
                          f"a gin file or with --gin.{used}=…")
   read |= {used for _, used in _macro_uses("\n".join(line.partition("=")[2] for line in bindings))}
   for line in bindings:
@@ -189,7 +191,7 @@ def _check_macros(files: Sequence[str], bindings: Sequence[str]) -> None:
     if "." in name or "/" in name or name in read:
       continue  # a parameter binding (gin checks it) or a macro something reads
     close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.6)
-    raise ValueError(
+    raise UserError(
         f"command-line binding --gin.{name}={value}: no gin file or binding reads the macro "
         f"{name}" + (f"; did you mean --gin.{close[0]}?" if close else
                      f"; macros read: {', '.join(sorted(read)) or 'none'}"))

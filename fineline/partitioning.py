@@ -21,6 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from fineline.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Order matters: flax assigns rules first to last and never reuses a mesh axis within one
@@ -49,14 +51,14 @@ def mesh_shape(num_devices: int) -> dict[str, int]:
   """The configured axis sizes with the `-1` resolved to the devices left over."""
   sizes = mesh_axes()
   if any(v == 0 or v < -1 for v in sizes.values()) or list(sizes.values()).count(-1) > 1:
-    raise ValueError(f"mesh_axes: sizes must be positive, with at most one -1; got {sizes}")
+    raise UserError(f"mesh_axes: sizes must be positive, with at most one -1; got {sizes}")
   fixed = math.prod(v for v in sizes.values() if v != -1)
   if -1 in sizes.values():
     if num_devices % fixed:
-      raise ValueError(f"mesh_axes: {num_devices} devices do not split into {sizes}")
+      raise UserError(f"mesh_axes: {num_devices} devices do not split into {sizes}")
     sizes = {k: (num_devices // fixed if v == -1 else v) for k, v in sizes.items()}
   if math.prod(sizes.values()) != num_devices:
-    raise ValueError(f"mesh_axes: {sizes} needs {math.prod(sizes.values())} devices, "
+    raise UserError(f"mesh_axes: {sizes} needs {math.prod(sizes.values())} devices, "
                      f"but {num_devices} are available")
   return sizes
 

@@ -18,6 +18,7 @@ import re
 import sys
 
 from fineline import ginconf
+from fineline.errors import UserError
 
 _GIB = 2**30
 
@@ -71,9 +72,9 @@ def _query(name: str):
 
 def run(args) -> int:
   if not args.gin_file:
-    raise ValueError("fineline plan needs at least one --gin_file")
+    raise UserError("fineline plan needs at least one --gin_file")
   if args.target != "cpu" and args.target not in TARGETS:
-    raise ValueError(f"--target {args.target!r} is unknown; use one of {', '.join(TARGETS)}, "
+    raise UserError(f"--target {args.target!r} is unknown; use one of {', '.join(TARGETS)}, "
                      "or cpu for faked CPU devices")
   from fineline import partitioning  # pylint: disable=import-outside-toplevel
   from fineline.training import trainer  # pylint: disable=import-outside-toplevel,unused-import
@@ -90,7 +91,7 @@ def run(args) -> int:
   else:
     devices = tpu_devices(args.target)
     if needed is not None and needed != len(devices):
-      raise ValueError(f"the mesh {partitioning.mesh_axes()} needs {needed} devices but "
+      raise UserError(f"the mesh {partitioning.mesh_axes()} needs {needed} devices but "
                        f"--target {args.target} has {len(devices)} chips; pass the target's "
                        "mesh file (gin/mesh/) or bind mesh_axes to match")
   report = plan(devices=devices, chip=args.chip or (target.chip if target else "TPU v4"),
@@ -133,7 +134,7 @@ def plan(*, devices, chip: str = "TPU v4", mfu: float = 0.4, hbm_bytes: int | No
 
   peak = metrics.PEAK_FLOPS_PER_DEVICE.get(chip)
   if peak is None:
-    raise ValueError(f"--chip {chip!r} unknown; known: {', '.join(metrics.PEAK_FLOPS_PER_DEVICE)}")
+    raise UserError(f"--chip {chip!r} unknown; known: {', '.join(metrics.PEAK_FLOPS_PER_DEVICE)}")
   get = lambda k, default=None: _query(f"train.{k}") if _query(f"train.{k}") is not None else default
   cfg = presets.get_preset(get("preset"), dtype=get("compute_dtype", "float32"),
                            param_dtype=get("param_dtype", "float32"),

@@ -26,6 +26,8 @@ import seqio
 import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2
 
+from fineline.errors import UserError
+
 _LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
                   "CodeLlamaTokenizerFast")
 
@@ -83,7 +85,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     try:
       self._tok = tokenizers.Tokenizer.from_file(tokenizer_json)
     except Exception as e:
-      raise ValueError(f"{tokenizer_json}: unreadable tokenizer.json ({e})") from e
+      raise UserError(f"{tokenizer_json}: unreadable tokenizer.json ({e})") from e
     if sentencepiece_style:
       _as_llama_pipeline(self._tok)
     self._bos_id = self._token_id(bos_token)
@@ -102,7 +104,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
       return None
     token_id = self._tok.token_to_id(token)
     if token_id is None:
-      raise ValueError(f"{self._path}: special token {token!r} is not in the vocabulary")
+      raise UserError(f"{self._path}: special token {token!r} is not in the vocabulary")
     return token_id
 
   @property
@@ -192,7 +194,7 @@ def _tokenizer_config(directory: str) -> dict:
     with open(path) as f:
       return json.load(f)
   except ValueError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from e
+    raise UserError(f"{path}: not valid JSON ({e})") from e
 
 
 def _token_str(token) -> str | None:

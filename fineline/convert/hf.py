@@ -43,6 +43,7 @@ from fineline.convert.staging import check_output, staged_output
 from fineline.convert.transpose import transpose
 from fineline.models import presets
 from fineline.models.config import LlamaConfig
+from fineline.errors import UserError
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json")
@@ -87,7 +88,7 @@ def to_fineline(w: np.ndarray, kind: str, cfg: LlamaConfig) -> np.ndarray:
     return transpose(w).reshape(w.shape[1], w.shape[0] // Dh, Dh)
   if kind == "heads_out":  # D×(H·Dh) → H×Dh×D
     return transpose(w).reshape(w.shape[1] // Dh, Dh, w.shape[0])
-  raise ValueError(kind)
+  raise UserError(kind)
 
 
 def to_hf(x: np.ndarray, kind: str) -> np.ndarray:
@@ -99,7 +100,7 @@ def to_hf(x: np.ndarray, kind: str) -> np.ndarray:
     return transpose(x.reshape(x.shape[0], -1))
   if kind == "heads_out":  # H×Dh×D → D×(H·Dh)
     return transpose(x.reshape(-1, x.shape[-1]))
-  raise ValueError(kind)
+  raise UserError(kind)
 
 
 def read_hf_config(directory: str) -> tuple[dict, LlamaConfig]:
@@ -110,13 +111,13 @@ def read_hf_config(directory: str) -> tuple[dict, LlamaConfig]:
     with open(path) as f:
       hf = json.load(f)
   except ValueError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from e
+    raise UserError(f"{path}: not valid JSON ({e})") from e
   try:
     return hf, presets.from_hf_config(architectures.llama_config(hf))
   except (KeyError, TypeError) as e:
-    raise ValueError(f"{path}: missing or malformed field {e}") from e
+    raise UserError(f"{path}: missing or malformed field {e}") from e
   except ValueError as e:
-    raise ValueError(f"{path}: {e}") from e
+    raise UserError(f"{path}: {e}") from e
 
 
 def load_hf_checkpoint(directory: str, dtype: str | None = None):
@@ -159,7 +160,7 @@ def _check_names(directory: str, files: weights_io.WeightFiles, layout, cfg: Lla
       parts.append(f"missing tensor(s) {_few(missing)}")
     if extra:
       parts.append(f"unexpected tensor(s) {_few(extra)} (in {available[extra[0]]})")
-    raise ValueError(f"{directory}: weights do not match config.json "
+    raise UserError(f"{directory}: weights do not match config.json "
                      f"({cfg.num_layers} layers, tie_word_embeddings={cfg.tie_embeddings}): "
                      + "; ".join(parts))
   return available
@@ -191,14 +192,14 @@ def _converted(directory: str, files: weights_io.WeightFiles, layout, cfg: Llama
       progress.update()
   if head_of_tied is not None and not np.array_equal(head_of_tied.astype(embedding.dtype),
                                                      embedding):
-    raise ValueError(f"{directory}: config.json ties the embeddings but lm_head.weight differs "
+    raise UserError(f"{directory}: config.json ties the embeddings but lm_head.weight differs "
                      "from model.embed_tokens.weight")
   yield ("embedding",), embedding
 
 
 def _check_shape(files, available, name, got, want) -> None:
   if tuple(got) != want:
-    raise ValueError(f"{files.path(available[name])}: tensor {name!r} has shape "
+    raise UserError(f"{files.path(available[name])}: tensor {name!r} has shape "
                      f"{tuple(got)}, expected {want} from config.json")
 
 
@@ -329,14 +330,14 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
           w = to_hf(x if cast is None else x.astype(cast), kind)
           del x
           if tuple(w.shape) != shape:
-            raise ValueError(f"{ckpt}: parameter {'/'.join(path)} gives {name!r} of shape "
+            raise UserError(f"{ckpt}: parameter {'/'.join(path)} gives {name!r} of shape "
                              f"{tuple(w.shape)}, expected {shape} from its model_config")
           writer.add(name, w)
           del w
           progress.update()
         leftover = [path for path, _ in _leaf_items(params)]
         if leftover:
-          raise ValueError(f"{ckpt}: parameters with no Hugging Face counterpart: {leftover}")
+          raise UserError(f"{ckpt}: parameters with no Hugging Face counterpart: {leftover}")
       writer.close()
     hf_config = presets.to_hf_config(cfg, torch_dtype=weights_io.dtype_name(out_dtype))
     _write_json(os.path.join(staging, "config.json"), hf_config)
@@ -376,7 +377,7 @@ def _pop(tree: dict, path: tuple[str, ...], ckpt: str, keep: bool = False):
       tree = tree[key]
     return np.asarray(tree[path[-1]] if keep else tree.pop(path[-1]))
   except KeyError:
-    raise ValueError(f"{ckpt}: checkpoint has no parameter {'/'.join(path)}") from None
+    raise UserError(f"{ckpt}: checkpoint has no parameter {'/'.join(path)}") from None
 
 
 def _leaf_items(tree, prefix=""):

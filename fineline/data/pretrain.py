@@ -31,6 +31,7 @@ import seqio
 import tensorflow as tf
 
 from fineline import cache
+from fineline.errors import UserError
 
 LAZY_TASKS: dict[str, Callable[[], None]] = {}
 """Task name → a function that registers it (for sources that are materialised on demand)."""
@@ -81,7 +82,7 @@ def _jsonl_as_tfrecords(files: list[str], text_key: str, cache_dir: str) -> list
           try:
             text = json.loads(line)[text_key]
           except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{line_no}: not a JSON object with a {text_key!r} field "
+            raise UserError(f"{path}:{line_no}: not a JSON object with a {text_key!r} field "
                              f"({e})") from None
           writer.write(text.encode("utf-8"))
       os.replace(tmp, target)
@@ -112,7 +113,7 @@ def register_local_task(name: str = gin.REQUIRED, file_patterns=gin.REQUIRED,
     raise FileNotFoundError(f"task {name!r}: no files match {patterns}")
   kinds = {f.endswith((".jsonl", ".json")) for f in files}
   if len(kinds) > 1:
-    raise ValueError(f"task {name!r}: mixes JSONL and plain-text files; use one task for each")
+    raise UserError(f"task {name!r}: mixes JSONL and plain-text files; use one task for each")
   if kinds.pop():
     records = _jsonl_as_tfrecords(files, text_key, cache_dir or _default_cache_dir())
     source = seqio.FileDataSource(tf.data.TFRecordDataset, {"train": records})
@@ -161,7 +162,7 @@ def get_task(name: str):
     if name not in LAZY_TASKS:
       known = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
                      | set(LAZY_TASKS))
-      raise ValueError(f"unknown task or mixture {name!r}; registered: {', '.join(known)}")
+      raise UserError(f"unknown task or mixture {name!r}; registered: {', '.join(known)}")
     LAZY_TASKS[name]()
   return seqio.get_mixture_or_task(name)
 
@@ -180,7 +181,7 @@ class PretrainData:
                shuffle_buffer_size: int = 1000, add_bos: bool = True, bos_id: int = 1,
                process_index: int = 0, process_count: int = 1):
     if global_batch_size % process_count:
-      raise ValueError(f"global batch {global_batch_size} does not split over {process_count} hosts")
+      raise UserError(f"global batch {global_batch_size} does not split over {process_count} hosts")
     self.task_name = task
     self.sequence_length = sequence_length
     self.local_batch_size = global_batch_size // process_count

@@ -24,6 +24,7 @@ import tempfile
 from fineline import cache
 from fineline.evaluation import series as series_lib
 from fineline.evaluation import tasks as task_lib
+from fineline.errors import UserError
 
 DEFAULT_TASKS = ("hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "boolq",
                  "openbookqa", "sciq")
@@ -84,11 +85,11 @@ def run(args: argparse.Namespace) -> int:
   logging.getLogger("absl").setLevel(logging.WARNING)  # seqio's per-task chatter
   names = [t.strip() for t in args.tasks.split(",") if t.strip()]
   if args.num_samples is not None and args.num_samples < 1:
-    raise ValueError(f"--num_samples must be at least 1, got {args.num_samples}")
+    raise UserError(f"--num_samples must be at least 1, got {args.num_samples}")
   if args.temperature is not None and args.temperature < 0:
-    raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    raise UserError(f"--temperature must be >= 0, got {args.temperature}")
   if args.top_p is not None and not 0 < args.top_p <= 1:
-    raise ValueError(f"--top_p must be in (0, 1], got {args.top_p}")
+    raise UserError(f"--top_p must be in (0, 1], got {args.top_p}")
   settings = task_lib.Settings(data_dir=args.data_dir, num_fewshot=args.num_fewshot,
                                limit=args.limit, num_samples=args.num_samples,
                                temperature=args.temperature, top_p=args.top_p)
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoints = series_lib.discover(args.checkpoints)
   if not (args.hf_repo or args.hf_repos) and (args.revisions or args.keep
                                               or args.tokens_per_step):
-    raise ValueError("--revisions, --keep and --tokens_per_step apply to --hf_repo/--hf_repos")
+    raise UserError("--revisions, --keep and --tokens_per_step apply to --hf_repo/--hf_repos")
   if args.hf_repo or args.hf_repos:
     from fineline.evaluation import hub  # pylint: disable=import-outside-toplevel
     client = hub.Client()

@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 
 from fineline.evaluation import tasks as task_lib
 from fineline.evaluation.requests import Generate, Loglikelihood
+from fineline.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class InProcessEvaluator:
                write_samples: bool = False, model_dir: str | None = None,
                model_name: str | None = None, num_samples: int | None = None):
     if every_n_saves < 1:
-      raise ValueError(f"InProcessEvaluator.every_n_saves must be >= 1, got {every_n_saves}")
+      raise UserError(f"InProcessEvaluator.every_n_saves must be >= 1, got {every_n_saves}")
     self.tasks, self.every_n_saves = list(tasks), every_n_saves
     self.settings = task_lib.Settings(data_dir=data_dir, num_fewshot=num_fewshot, limit=limit,
                                       num_samples=num_samples)
@@ -360,7 +361,7 @@ def _config_from_save(model_dir: str | None, step: int):
   from fineline import checkpointing  # pylint: disable=import-outside-toplevel
   from fineline.models.config import LlamaConfig  # pylint: disable=import-outside-toplevel
   if not model_dir:
-    raise ValueError("InProcessEvaluator needs model_cfg or model_dir (setup())")
+    raise UserError("InProcessEvaluator needs model_cfg or model_dir (setup())")
   meta = checkpointing.read_meta(os.path.join(model_dir, "checkpoints", str(step)))
   return LlamaConfig.from_dict(meta["model_config"])
 
@@ -368,7 +369,7 @@ def _config_from_save(model_dir: str | None, step: int):
 def _run_vocabulary(model_dir: str | None):
   from fineline import tokenizers  # pylint: disable=import-outside-toplevel
   if not model_dir or not os.path.isdir(os.path.join(model_dir, "tokenizer")):
-    raise ValueError(f"InProcessEvaluator needs vocab or a tokenizer in "
+    raise UserError(f"InProcessEvaluator needs vocab or a tokenizer in "
                      f"{model_dir}/tokenizer/ (setup())")
   return tokenizers.load_vocabulary(os.path.join(model_dir, "tokenizer"))
 

@@ -17,6 +17,7 @@ from fineline.models import llama, presets
 from fineline.training import metrics as metrics_lib
 from fineline.training import optim
 from fineline.training import step as step_lib
+from fineline.errors import UserError
 
 
 class NonFiniteLossError(RuntimeError):
@@ -50,13 +51,13 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
                              scan_layers=scan_layers, remat_policy=remat_policy,
                              attention_impl=attention_impl)
   except ValueError as e:
-    raise ValueError(f"train.preset (macro PRESET): {e}") from None
+    raise UserError(f"train.preset (macro PRESET): {e}") from None
   if sequence_length > cfg.max_length:
-    raise ValueError(f"train.sequence_length={sequence_length} exceeds preset {preset!r}'s "
+    raise UserError(f"train.sequence_length={sequence_length} exceeds preset {preset!r}'s "
                      f"max_length {cfg.max_length}")
   mesh = partitioning.make_mesh()
   if batch_size % partitioning.data_parallel_size(mesh):
-    raise ValueError(f"train.batch_size={batch_size} does not split over the "
+    raise UserError(f"train.batch_size={batch_size} does not split over the "
                      f"{partitioning.data_parallel_size(mesh)} data-parallel devices of mesh {dict(mesh.shape)}")
   opt, schedule = optimizer()
   model = llama.Llama(cfg)
@@ -159,7 +160,7 @@ def _initial_state(train_step, ckpts, batches, cfg, seed, init_from):
     arch = lambda c: {k: v for k, v in c.to_dict().items() if k not in _RUNTIME_FIELDS}
     if arch(loaded_cfg) != arch(cfg):
       diff = {k: (v, arch(cfg)[k]) for k, v in arch(loaded_cfg).items() if arch(cfg)[k] != v}
-      raise ValueError(f"train.init_from={init_from}: its architecture differs from the preset "
+      raise UserError(f"train.init_from={init_from}: its architecture differs from the preset "
                        f"(field: (checkpoint, preset)): {diff}")
     print(f"initialised from {init_from}", flush=True)
     return train_step.init_from_params(params), 0
