@@ -64,6 +64,12 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
       return text
     return text[1:] if text.startswith(" ") else text  # the dummy prefix's space
 
+  @property
+  def special_ids(self) -> frozenset[int]:
+    """Ids Hugging Face's `decode(skip_special_tokens=True)` leaves out: BOS, EOS, UNK."""
+    return frozenset(i for i in (self.bos_id, self.eos_id, self.unk_id)
+                     if i is not None and i >= 0)
+
   def __getstate__(self):
     return {**super().__getstate__(), "add_bos": self.add_bos, "add_eos": self.add_eos,
             "llama_style": self.llama_style}
@@ -118,6 +124,14 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   @property
   def unk_id(self):
     return None
+
+  @property
+  def special_ids(self) -> frozenset[int]:
+    """Ids Hugging Face's `decode(skip_special_tokens=True)` leaves out: BOS, EOS and the
+    added tokens the file flags special."""
+    added = self._tok.get_added_tokens_decoder()
+    return frozenset({i for i in (self._bos_id, self._eos_id) if i is not None}
+                     | {i for i, token in added.items() if token.special})
 
   @property
   def _base_vocab_size(self):

@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     client = hub.Client()
     checkpoints = hub.plan(client, repo=args.hf_repo, revisions=args.revisions,
                            repos=args.hf_repos, tokens_per_step=args.tokens_per_step)
-  from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
-  suite = evaluator.TaskSuite(names, settings, modules)
+  from fineline.evaluation import suite as suite_lib  # pylint: disable=import-outside-toplevel
+  suite = suite_lib.TaskSuite(names, settings, modules)
   if not suite.prepared:
     raise FileNotFoundError("no task could be prepared:\n  " + "\n  ".join(
         f"{t}: {e}" for t, e in suite.errors.items()))
@@ -143,7 +143,7 @@ class _Evaluate:
 
   def __call__(self, ckpt: series_lib.Checkpoint, tokenizer: str | None = None,
                name: str | None = None, loaded=None) -> dict:
-    from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+    from fineline.evaluation import records  # pylint: disable=import-outside-toplevel
     params, cfg, meta, tokenizer = loaded or load_checkpoint(
         ckpt.path, tokenizer=tokenizer or self.args.tokenizer, dtype=self.args.dtype)
     scorer = self._scorer(params, cfg, tokenizer)
@@ -155,7 +155,7 @@ class _Evaluate:
       with open(self.args.samples, mode) as f:
         for row in samples:
           f.write(json.dumps({"checkpoint": name or ckpt.path, **row}) + "\n")
-    return evaluator.make_record(
+    return records.make_record(
         results, model=self.args.model or meta.get("model") or ckpt.path,
         checkpoint=ckpt.path, step=ckpt.step, tokens=ckpt.tokens,
         errors=self.suite.last_errors)
