@@ -28,12 +28,17 @@ from sentencepiece import sentencepiece_model_pb2
 
 from fineline.errors import UserError
 
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json")
+"""The files of a Hugging Face tokenizer that travel with a checkpoint."""
 _LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
                   "CodeLlamaTokenizerFast")
 
 
 class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
   """A SentencePiece `tokenizer.model`, tokenized as transformers' LlamaTokenizer does."""
+
+  tf_native = True  # encode_tf is TensorFlow ops (tf_text's SentencePiece kernel)
 
   def __init__(self, model_file: str, add_bos: bool = False, add_eos: bool = False,
                llama_style: bool = True):
@@ -81,7 +86,14 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
 
 
 class HfTokenizerVocabulary(seqio.Vocabulary):
-  """A Hugging Face `tokenizer.json` run through the `tokenizers` library."""
+  """A Hugging Face `tokenizer.json` run through the `tokenizers` library.
+
+  `encode_tf` wraps the library in a `py_function`: fine for evaluation data, but a
+  checkpointed training pipeline cannot hold one, so pretraining corpora for such a
+  vocabulary are tokenised beforehand (`fineline.data.pretokenize`; `tf_native = False`).
+  """
+
+  tf_native = False
 
   def __init__(self, tokenizer_json: str, *, add_bos: bool | None = None,
                bos_token: str | None = None, eos_token: str | None = None,
@@ -198,6 +210,24 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
   return SentencePieceVocabulary(model_file, add_bos=bool(config.get("add_bos_token", False)),
                                  add_eos=bool(config.get("add_eos_token", False)),
                                  llama_style=config.get("tokenizer_class") != "BaichuanTokenizer")
+
+
+def tokenizer_files(directory: str) -> list[str]:
+  """The `TOKENIZER_FILES` present in `directory` (none when it does not exist)."""
+  if not os.path.isdir(directory):
+    return []
+  return [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(directory, f))]
+
+
+def find_tokenizer_dir(ckpt: str) -> str | None:
+  """A checkpoint's tokenizer: `<ckpt>/tokenizer`, or for a run's checkpoint
+  (MODEL_DIR/checkpoints/<step>) `MODEL_DIR/tokenizer`; None when neither has one."""
+  ckpt = os.path.abspath(ckpt)
+  for candidate in (os.path.join(ckpt, "tokenizer"),
+                    os.path.join(os.path.dirname(os.path.dirname(ckpt)), "tokenizer")):
+    if tokenizer_files(candidate):
+      return candidate
+  return None
 
 
 def _tokenizer_config(directory: str) -> dict:

@@ -178,9 +178,9 @@ def load_checkpoint(path: str, *, tokenizer: str | None = None, dtype: str | Non
   import jax  # pylint: disable=import-outside-toplevel
   from fineline import checkpointing  # pylint: disable=import-outside-toplevel
   if series_lib.is_fineline_checkpoint(path):
+    from fineline import tokenizers  # pylint: disable=import-outside-toplevel
     params, cfg, meta = checkpointing.load_params(path)
-    from fineline.convert import hf  # pylint: disable=import-outside-toplevel
-    tokenizer_dir = hf.find_tokenizer_dir(path)
+    tokenizer_dir = tokenizers.find_tokenizer_dir(path)
   elif series_lib.is_hf_checkpoint(path):
     from fineline.convert import hf  # pylint: disable=import-outside-toplevel
     params, cfg, tokenizer_dir = hf.load_hf_checkpoint(path, dtype=dtype)

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -70,7 +71,7 @@ def make_train_step(model: llama.Llama, optimizer: optax.GradientTransformation,
   """Builds the sharded train step of `model` with `optimizer` on `mesh`."""
   cfg = model.cfg
   boxed = llama.abstract_params(cfg)
-  abstract_params = jax.tree.map(lambda b: b.value, boxed, is_leaf=_is_boxed)
+  abstract_params = nn.meta.unbox(boxed)
   params_sh = partitioning.param_shardings(mesh, boxed)
   replicated = partitioning.replicated(mesh)
   state_sh = {"params": params_sh,
@@ -138,6 +139,3 @@ def abstract_batch(global_batch_size: int, seq_len: int):
   return {"inputs": tokens, "targets": tokens,
           "weights": jax.ShapeDtypeStruct((global_batch_size, seq_len), jnp.float32)}
 
-
-def _is_boxed(x) -> bool:
-  return hasattr(x, "unbox") and hasattr(x, "value")
