@@ -12,6 +12,7 @@ activation with logical axes (`vocab embed heads kv_heads head_dim mlp norm laye
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Any
 
@@ -77,7 +78,12 @@ def make_mesh(devices=None) -> Mesh:
   try:  # topology-aware placement on TPU/GPU; plain reshape elsewhere
     from jax.experimental import mesh_utils
     grid = mesh_utils.create_device_mesh(shape, devices=devices, allow_split_physical_axes=True)
-  except Exception:  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except
+    # Correct either way, but a plain order may put a mesh axis's neighbours far apart on
+    # the interconnect: say why it was not topology-aware.
+    logging.warning("mesh %s: no topology-aware device order for %d %s devices (%s: %s); "
+                    "using their plain order", dict(zip(MESH_AXES, shape)), len(devices),
+                    devices[0].platform, type(e).__name__, e)
     grid = np.asarray(devices).reshape(shape)
   return Mesh(grid, MESH_AXES)
 

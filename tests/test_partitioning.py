@@ -48,3 +48,16 @@ def test_param_shardings_cover_every_parameter():
   q = shardings["layers_0"]["attn"]["q"]
   assert q.spec == P("fsdp", "tensor", None)
   assert len(jax.tree.leaves(shardings)) == len(jax.tree.leaves(llama.init_params(cfg, jax.random.key(0))))
+
+
+def test_fallback_to_the_plain_device_order_says_why(monkeypatch, caplog):
+  from jax.experimental import mesh_utils
+
+  def refuse(*args, **kwargs):
+    raise NotImplementedError("no physical layout for these devices")
+  monkeypatch.setattr(mesh_utils, "create_device_mesh", refuse)
+  with caplog.at_level("WARNING"):
+    mesh = partitioning.make_mesh(jax.devices()[:1])
+  assert mesh.size == 1
+  assert "no topology-aware device order" in caplog.text
+  assert "NotImplementedError: no physical layout for these devices" in caplog.text

@@ -189,14 +189,14 @@ def _jitted(cfg_json: str, replicated) -> _Functions:
   model = llama.Llama(LlamaConfig.from_dict(json.loads(cfg_json)))
   return _Functions(
       score=jax.jit(functools.partial(_score_packed, model), static_argnums=(8,),
-                    out_shardings=replicated, compiler_options=_score_compiler_options()))
+                    out_shardings=replicated, compiler_options=score_compiler_options()))
 
 
-def _score_compiler_options():
-  """On CPU, XLA's Eigen matmuls in place of its default YNNPACK ones, for the products the
-  native kernels do not take (`fineline.models.native`): on the scoring forward's shapes
-  (thousands of tokens × the model width) they ran 7–20% faster here, in interleaved runs of
-  the same calls; YNNPACK's elementwise fusions brought no gain."""
+def score_compiler_options():
+  """XLA options of the scoring function: on CPU, XLA's Eigen matmuls in place of its
+  default YNNPACK ones, for the products the native kernels do not take
+  (`fineline.models.native`), chosen on the scoring forward's shapes (thousands of tokens
+  × the model width); tools/bench/eval_throughput.py --xla_default_matmuls compares."""
   return {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else None
 
 
