@@ -52,19 +52,20 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
     self.add_eos = add_eos
     self.llama_style = llama_style
 
-  def _encode(self, s: str):
+  # The public methods are wrapped, so seqio's own bookkeeping (EOS cut, unknown ids) stays.
+  def encode(self, s: str):
     if not self.llama_style:
-      return super()._encode(s)
-    return super()._encode(s if not s or s.startswith(" ") else " " + s)
+      return super().encode(s)
+    return super().encode(s if not s or s.startswith(" ") else " " + s)
 
-  def _encode_tf(self, s):
+  def encode_tf(self, s):
     if not self.llama_style:
-      return super()._encode_tf(s)
+      return super().encode_tf(s)
     keep = tf.strings.regex_full_match(s, r"(?s)( .*)?")
-    return super()._encode_tf(tf.where(keep, s, tf.strings.join([" ", s])))
+    return super().encode_tf(tf.where(keep, s, tf.strings.join([" ", s])))
 
-  def _decode(self, ids):
-    text = super()._decode(ids)
+  def decode(self, ids):
+    text = super().decode(ids)
     if not self.llama_style:
       return text
     return text[1:] if text.startswith(" ") else text  # the dummy prefix's space
