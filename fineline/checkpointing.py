@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 
 from fineline.models import llama
 from fineline.models.config import LlamaConfig
+from fineline.errors import UserError
 
 FORMAT = "fineline/1"
 
@@ -49,11 +50,11 @@ def read_meta(path: str) -> dict[str, Any]:
   """The `meta` item of a checkpoint; ValueError naming the path if it is not one."""
   path = os.path.abspath(path)
   if not os.path.isdir(os.path.join(path, "meta")):
-    raise ValueError(f"{path} is not a fineline checkpoint (no 'meta' item)")
+    raise UserError(f"{path} is not a fineline checkpoint (no 'meta' item)")
   with _checkpointer() as ckptr:
     meta = ckptr.restore(path, ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   if meta.get("format") != FORMAT:
-    raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+    raise UserError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
   return meta
 
 
@@ -128,7 +129,7 @@ class PendingArray:
 
   def set(self, array: np.ndarray) -> None:
     if array.shape != self.shape or array.dtype != self.dtype:
-      raise ValueError(f"pending {self.shape} {self.dtype} array set to "
+      raise UserError(f"pending {self.shape} {self.dtype} array set to "
                        f"{array.shape} {array.dtype}")
     self._future.set_result(array)
 

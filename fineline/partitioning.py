@@ -12,6 +12,7 @@ activation with logical axes (`vocab embed heads kv_heads head_dim mlp norm laye
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Any
 
@@ -20,6 +21,8 @@ import gin
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from fineline.errors import UserError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -49,17 +52,17 @@ def mesh_shape(num_devices: int) -> dict[str, int]:
   """The configured axis sizes with the `-1` resolved to the devices left over."""
   sizes = mesh_axes()
   if any(v == 0 or v < -1 for v in sizes.values()) or list(sizes.values()).count(-1) > 1:
-    raise ValueError(f"mesh_axes: sizes must be positive, with at most one -1; got {sizes}")
+    raise UserError(f"mesh_axes: sizes must be positive, with at most one -1; got {sizes}")
   fixed = math.prod(v for v in sizes.values() if v != -1)
   if -1 in sizes.values():
     if num_devices % fixed:
-      raise ValueError(f"mesh_axes: {num_devices} devices do not split into {sizes}; make "
-                       f"the fixed sizes' product ({fixed}) divide {num_devices}")
+      raise UserError(f"mesh_axes: {num_devices} devices do not split into {sizes}; make "
+                      f"the fixed sizes' product ({fixed}) divide {num_devices}")
     sizes = {k: (num_devices // fixed if v == -1 else v) for k, v in sizes.items()}
   if math.prod(sizes.values()) != num_devices:
-    raise ValueError(f"mesh_axes: {sizes} needs {math.prod(sizes.values())} devices, "
-                     f"but {num_devices} are available; make the sizes multiply to "
-                     f"{num_devices}, or set one of them to -1")
+    raise UserError(f"mesh_axes: {sizes} needs {math.prod(sizes.values())} devices, "
+                    f"but {num_devices} are available; make the sizes multiply to "
+                    f"{num_devices}, or set one of them to -1")
   return sizes
 
 
@@ -71,17 +74,17 @@ def parse_mesh(spec: str, flag: str = "--mesh") -> dict[str, int]:
     axis, eq, value = part.partition("=")
     axis = axis.strip()
     if axis not in MESH_AXES:
-      raise ValueError(f"{flag} {spec}: unknown axis {axis!r}; the axes are "
+      raise UserError(f"{flag} {spec}: unknown axis {axis!r}; the axes are "
                        f"{', '.join(MESH_AXES)} (e.g. {flag} data=2,fsdp=4)")
     try:
       sizes[axis] = int(value) if eq else None
     except ValueError:
       sizes[axis] = None
     if sizes[axis] is None or sizes[axis] == 0 or sizes[axis] < -1:
-      raise ValueError(f"{flag} {spec}: {part!r} needs a positive size or -1 "
+      raise UserError(f"{flag} {spec}: {part!r} needs a positive size or -1 "
                        f"(e.g. {axis}=2)")
   if list(sizes.values()).count(-1) > 1:
-    raise ValueError(f"{flag} {spec}: at most one axis may be -1")
+    raise UserError(f"{flag} {spec}: at most one axis may be -1")
   return sizes
 
 
@@ -104,7 +107,12 @@ def make_mesh(devices=None) -> Mesh:
   try:  # topology-aware placement on TPU/GPU; plain reshape elsewhere
     from jax.experimental import mesh_utils
     grid = mesh_utils.create_device_mesh(shape, devices=devices, allow_split_physical_axes=True)
-  except Exception:  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except
+    # Correct either way, but a plain order may put a mesh axis's neighbours far apart on
+    # the interconnect: say why it was not topology-aware.
+    logging.warning("mesh %s: no topology-aware device order for %d %s devices (%s: %s); "
+                    "using their plain order", dict(zip(MESH_AXES, shape)), len(devices),
+                    devices[0].platform, type(e).__name__, e)
     grid = np.asarray(devices).reshape(shape)
   return Mesh(grid, MESH_AXES)
 

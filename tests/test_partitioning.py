@@ -59,3 +59,16 @@ def test_parse_mesh_fills_left_out_axes_and_names_what_is_wrong():
     partitioning.parse_mesh("model=2")
   with pytest.raises(ValueError, match=r"'fsdp=0' needs a positive size or -1"):
     partitioning.parse_mesh("fsdp=0")
+
+
+def test_fallback_to_the_plain_device_order_says_why(monkeypatch, caplog):
+  from jax.experimental import mesh_utils
+
+  def refuse(*args, **kwargs):
+    raise NotImplementedError("no physical layout for these devices")
+  monkeypatch.setattr(mesh_utils, "create_device_mesh", refuse)
+  with caplog.at_level("WARNING"):
+    mesh = partitioning.make_mesh(jax.devices()[:1])
+  assert mesh.size == 1
+  assert "no topology-aware device order" in caplog.text
+  assert "NotImplementedError: no physical layout for these devices" in caplog.text

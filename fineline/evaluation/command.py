@@ -32,6 +32,7 @@ from fineline import ginconf
 from fineline import multihost
 from fineline.evaluation import series as series_lib
 from fineline.evaluation import tasks as task_lib
+from fineline.errors import UserError
 
 DEFAULT_TASKS = ("hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "boolq",
                  "openbookqa", "sciq")
@@ -98,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
   logging.getLogger("absl").setLevel(logging.WARNING)  # seqio's per-task chatter
   names = [t.strip() for t in args.tasks.split(",") if t.strip()]
   if args.num_samples is not None and args.num_samples < 1:
-    raise ValueError(f"--num_samples must be at least 1, got {args.num_samples}")
+    raise UserError(f"--num_samples must be at least 1, got {args.num_samples}")
   if args.temperature is not None and args.temperature < 0:
-    raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    raise UserError(f"--temperature must be >= 0, got {args.temperature}")
   if args.top_p is not None and not 0 < args.top_p <= 1:
-    raise ValueError(f"--top_p must be in (0, 1], got {args.top_p}")
+    raise UserError(f"--top_p must be in (0, 1], got {args.top_p}")
   settings = task_lib.Settings(data_dir=args.data_dir, num_fewshot=args.num_fewshot,
                                limit=args.limit, num_samples=args.num_samples,
                                temperature=args.temperature, top_p=args.top_p)
@@ -125,14 +126,14 @@ def run(args: argparse.Namespace) -> int:
     checkpoints = series_lib.discover(args.checkpoints)
   if not (args.hf_repo or args.hf_repos) and (args.revisions or args.keep
                                               or args.tokens_per_step):
-    raise ValueError("--revisions, --keep and --tokens_per_step apply to --hf_repo/--hf_repos")
+    raise UserError("--revisions, --keep and --tokens_per_step apply to --hf_repo/--hf_repos")
   if args.hf_repo or args.hf_repos:
     from fineline.evaluation import hub  # pylint: disable=import-outside-toplevel
     client = hub.Client()
     checkpoints = hub.plan(client, repo=args.hf_repo, revisions=args.revisions,
                            repos=args.hf_repos, tokens_per_step=args.tokens_per_step)
-  from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
-  suite = evaluator.TaskSuite(names, settings, modules)
+  from fineline.evaluation import suite as suite_lib  # pylint: disable=import-outside-toplevel
+  suite = suite_lib.TaskSuite(names, settings, modules)
   if not suite.prepared:
     raise FileNotFoundError("no task could be prepared:\n  " + "\n  ".join(
         f"{t}: {e}" for t, e in suite.errors.items()))
@@ -160,7 +161,7 @@ class _Evaluate:
 
   def __call__(self, ckpt: series_lib.Checkpoint, tokenizer: str | None = None,
                name: str | None = None, loaded=None) -> dict:
-    from fineline.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+    from fineline.evaluation import records  # pylint: disable=import-outside-toplevel
     params, cfg, meta, tokenizer = loaded or load_checkpoint(
         ckpt.path, tokenizer=tokenizer or self.args.tokenizer, dtype=self.args.dtype,
         mesh=self.args.device_mesh)
@@ -173,7 +174,7 @@ class _Evaluate:
       with open(self.args.samples, mode) as f:
         for row in samples:
           f.write(json.dumps({"checkpoint": name or ckpt.path, **row}) + "\n")
-    return evaluator.make_record(
+    return records.make_record(
         results, model=self.args.model or meta.get("model") or ckpt.path,
         checkpoint=ckpt.path, step=ckpt.step, tokens=ckpt.tokens,
         errors=self.suite.last_errors)
@@ -212,7 +213,7 @@ def _mesh(args):
   except ValueError as e:
     given = (f"--mesh {args.mesh}" if args.mesh else
              "--gin_file " + ",".join(args.gin_file) if args.gin_file else "the mesh")
-    raise ValueError(f"{given}: {e}") from None
+    raise UserError(f"{given}: {e}") from None
   finally:
     # The mesh is all that eval reads from gin; the modules imported later register their
     # configurables, which a locked config would refuse.
@@ -243,8 +244,8 @@ def load_checkpoint(path: str, *, tokenizer: str | None = None, dtype: str | Non
       shardings = param_shardings(
           mesh, LlamaConfig.from_dict(checkpointing.read_meta(path)["model_config"]))
     params, cfg, meta = checkpointing.load_params(path, shardings=shardings)
-    from fineline.convert import hf  # pylint: disable=import-outside-toplevel
-    tokenizer_dir = hf.find_tokenizer_dir(path)
+    from fineline import tokenizers  # pylint: disable=import-outside-toplevel
+    tokenizer_dir = tokenizers.find_tokenizer_dir(path)
   elif series_lib.is_hf_checkpoint(path):
     from fineline.convert import hf  # pylint: disable=import-outside-toplevel
     params, cfg, tokenizer_dir = hf.load_hf_checkpoint(path, dtype=dtype)

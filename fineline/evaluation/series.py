@@ -25,6 +25,8 @@ from typing import Callable, Iterable
 
 import tqdm
 
+from fineline.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -106,7 +108,7 @@ def _read_list_file(path: str) -> list[Checkpoint]:
           step = int(parts[1]) if len(parts) > 1 and parts[1] != "-" else None
           tokens = int(float(parts[2])) if len(parts) > 2 else None
       except (ValueError, KeyError, IndexError) as e:
-        raise ValueError(f"{path}:{lineno}: expected 'PATH [STEP [TOKENS]]' or a JSON object "
+        raise UserError(f"{path}:{lineno}: expected 'PATH [STEP [TOKENS]]' or a JSON object "
                          f"with 'path', got {line!r} ({e})") from e
       ckpt = os.path.normpath(os.path.join(base, os.path.expanduser(ckpt)))
       if not (is_fineline_checkpoint(ckpt) or is_hf_checkpoint(ckpt)):
@@ -126,7 +128,7 @@ def read_records(output: str) -> list[dict]:
   for line in data.splitlines(keepends=True):
     try:
       if not line.endswith(b"\n"):
-        raise ValueError("no newline")
+        raise UserError("no newline")
       if line.strip():
         records.append(json.loads(line))
       good_end += len(line)

@@ -11,6 +11,7 @@ import argparse
 from fineline import cache
 from fineline import ginconf
 from fineline import multihost
+from fineline.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
   if not args.gin_file:
-    raise ValueError("fineline train needs at least one --gin_file (e.g. runs/tiny_cpu.gin)")
+    raise UserError("fineline train needs at least one --gin_file (e.g. runs/tiny_cpu.gin)")
   multihost.initialize(args)
   cache.enable_compilation_cache()  # a resumed run loads its compiled step
   from fineline.training import trainer  # pylint: disable=import-outside-toplevel  (registers configurables)

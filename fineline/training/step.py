@@ -16,11 +16,13 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from fineline import partitioning
+from fineline.errors import UserError
 from fineline.models import llama
 from fineline.training import loss as loss_lib
 from fineline.training import optim
@@ -70,7 +72,7 @@ def make_train_step(model: llama.Llama, optimizer: optax.GradientTransformation,
   """Builds the sharded train step of `model` with `optimizer` on `mesh`."""
   cfg = model.cfg
   boxed = llama.abstract_params(cfg)
-  abstract_params = jax.tree.map(lambda b: b.value, boxed, is_leaf=_is_boxed)
+  abstract_params = nn.meta.unbox(boxed)
   params_sh = partitioning.param_shardings(mesh, boxed)
   replicated = partitioning.replicated(mesh)
   state_sh = {"params": params_sh,
@@ -140,7 +142,7 @@ def check_batch_split(mesh, global_batch_size: int, num_microbatches: int = 1) -
   (`optim.accumulate_gradients`): the batch is a multiple of microbatches × that size."""
   ways = partitioning.data_parallel_size(mesh)
   if num_microbatches < 1 or global_batch_size % (ways * num_microbatches):
-    raise ValueError(
+    raise UserError(
         f"train.batch_size={global_batch_size} does not split into train.num_microbatches="
         f"{num_microbatches} microbatches over the {ways} data-parallel devices of mesh "
         f"{dict(mesh.shape)}; make the batch size a multiple of {ways * max(num_microbatches, 1)}")
@@ -152,6 +154,3 @@ def abstract_batch(global_batch_size: int, seq_len: int):
   return {"inputs": tokens, "targets": tokens,
           "weights": jax.ShapeDtypeStruct((global_batch_size, seq_len), jnp.float32)}
 
-
-def _is_boxed(x) -> bool:
-  return hasattr(x, "unbox") and hasattr(x, "value")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -12,10 +11,10 @@ import jax
 
 from fineline import checkpointing, partitioning
 from fineline.data import pretrain
-from fineline.models import llama, presets
 from fineline.training import metrics as metrics_lib
+from fineline.errors import UserError
 from fineline.training import optim
-from fineline.training import step as step_lib
+from fineline.training import run as run_lib
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,21 +43,9 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
   random init. Returns the final host-side record (step, loss, …).
   """
   checkpointing.ensure_writable(model_dir)
-  try:
-    cfg = presets.get_preset(preset, dtype=compute_dtype, param_dtype=param_dtype,
-                             scan_layers=scan_layers, remat_policy=remat_policy,
-                             attention_impl=attention_impl)
-  except ValueError as e:
-    raise ValueError(f"train.preset (macro PRESET): {e}") from None
-  if sequence_length > cfg.max_length:
-    raise ValueError(f"train.sequence_length={sequence_length} exceeds preset {preset!r}'s "
-                     f"max_length {cfg.max_length}")
-  mesh = partitioning.make_mesh()
-  step_lib.check_batch_split(mesh, batch_size, num_microbatches)
-  opt, schedule = optimizer()
-  model = llama.Llama(cfg)
-  train_step = step_lib.make_train_step(model, opt, mesh, schedule=schedule,
-                                        num_microbatches=num_microbatches, z_loss=z_loss)
+  run = run_lib.build(**{name: value for name, value in locals().items()
+                         if name in run_lib.BUILD_SETTINGS})
+  cfg, mesh, train_step = run.cfg, run.mesh, run.train_step
   batches = data(sequence_length=sequence_length, global_batch_size=batch_size, seed=seed,
                  bos_id=cfg.bos_token_id, process_index=jax.process_index(),
                  process_count=jax.process_count())
@@ -153,17 +140,14 @@ def _initial_state(train_step, ckpts, batches, cfg, seed, init_from):
   if init_from:
     params, loaded_cfg, _ = checkpointing.load_params(
         init_from, shardings=train_step.state_shardings["params"], scan_layers=cfg.scan_layers)
-    arch = lambda c: {k: v for k, v in c.to_dict().items() if k not in _RUNTIME_FIELDS}
-    if arch(loaded_cfg) != arch(cfg):
-      diff = {k: (v, arch(cfg)[k]) for k, v in arch(loaded_cfg).items() if arch(cfg)[k] != v}
-      raise ValueError(f"train.init_from={init_from}: its architecture differs from the preset "
+    theirs, ours = loaded_cfg.architecture(), cfg.architecture()
+    if theirs != ours:
+      diff = {k: (v, ours[k]) for k, v in theirs.items() if ours[k] != v}
+      raise UserError(f"train.init_from={init_from}: its architecture differs from the preset "
                        f"(field: (checkpoint, preset)): {diff}")
     print(f"initialised from {init_from}", flush=True)
     return train_step.init_from_params(params), 0
   return train_step.init(jax.random.key(seed)), 0
-
-
-_RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl")
 
 
 def _save(ckpts, step, state, cfg, tokens, batches):
@@ -194,11 +178,9 @@ def _write_error(ckpts, step, e):
 
 def _evaluate(evaluator, ckpts, state, step, tokens, save_index):
   # Evaluating while an async save is still writing can hang; let the save finish first.
+  # A failing task is caught at the suite's task boundary and recorded; training goes on.
   _wait(ckpts, step)
-  try:
-    evaluator.maybe_evaluate(state["params"], step=step, tokens=tokens, save_index=save_index)
-  except Exception:  # pylint: disable=broad-except
-    logging.exception("in-process evaluation failed at step %d; training continues", step)
+  evaluator.maybe_evaluate(state["params"], step=step, tokens=tokens, save_index=save_index)
 
 
 def _write_config(model_dir: str) -> None:
