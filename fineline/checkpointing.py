@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from fineline import fileio, orbax_pending
+from fineline.errors import UserError
 from fineline.models import llama
 from fineline.models.config import LlamaConfig
 
@@ -44,11 +45,11 @@ def read_meta(path) -> dict[str, Any]:
   """The `meta` item of a checkpoint; ValueError naming the path if it is not one."""
   path = fileio.resolve(path)
   if not (path / "meta").is_dir():
-    raise ValueError(f"{path} is not a fineline checkpoint (no 'meta' item)")
+    raise UserError(f"{path} is not a fineline checkpoint (no 'meta' item)")
   with _checkpointer() as ckptr:
     meta = ckptr.restore(path, ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   if meta.get("format") != FORMAT:
-    raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+    raise UserError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
   return meta
 
 

@@ -1,17 +1,18 @@
 """Gin configuration from the command line: `--gin_file=…` (repeatable) and `--gin.X=VALUE`.
 
 `--gin.MODEL_DIR="'/tmp/run'"` binds the macro MODEL_DIR; `--gin.train.seed=3` binds a
-parameter. Files are looked up as given, then under the repository's `gin/` directory and
-any `--gin_search_path`. Errors name the binding and the file it came from.
+parameter. Files are looked up as given, then under any `--gin_search_path` and the
+repository's `gin/` directory; an `include` also beside the including file first. fineline
+resolves includes itself and hands gin each file's text (`gin.parse_config`), so gin never
+looks a path up as a Python package resource (a `runs/` directory in the working directory
+would otherwise read as a package). Errors name the binding and the file it came from.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
 import inspect
-import logging
 import os
 import re
 import sys
@@ -19,29 +20,11 @@ from typing import Callable, Sequence
 
 import gin
 
+from fineline import gin_errors
+
+from fineline.errors import UserError
+
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
-
-
-def _tolerate_plain_directories() -> None:
-  """gin's package-resource lookup reads an include such as 'runs/pretrain.gin' as package
-  `runs` and raises TypeError when `runs` is merely a directory in the working directory
-  (a namespace package, e.g. the run outputs beside a checkout). Such a path is no package
-  resource: the lookup answers "not found" and the search goes on."""
-  from gin import resource_reader  # pylint: disable=import-outside-toplevel
-
-  def exists(config_path: str) -> bool:
-    try:
-      return resource_reader.system_path_file_exists(config_path)
-    except TypeError:
-      return False
-
-  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
-  for i, (reader, check) in enumerate(readers):
-    if check is resource_reader.system_path_file_exists:
-      readers[i] = (reader, exists)
-
-
-_tolerate_plain_directories()
 
 
 def add_gin_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +56,7 @@ def split_bindings(argv: Sequence[str]) -> tuple[list[str], list[str]]:
       name, eq, value = arg[len("--gin."):].partition("=")
       if not eq:
         if i + 1 >= len(argv):
-          raise ValueError(f"{arg} has no value; write {arg}=VALUE")
+          raise UserError(f"{arg} has no value; write {arg}=VALUE")
         i += 1
         value = argv[i]
       bindings.append(f"{name} = {value}")
@@ -85,26 +68,18 @@ def split_bindings(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
           search_paths: Sequence[str] = ()) -> None:
-  """Clears gin and parses `gin_files` then `bindings`; ValueError naming file and binding."""
+  """Clears gin and parses `gin_files` then `bindings`; UserError naming file and binding."""
   gin.clear_config()
-  for path in [*search_paths, GIN_DIR, os.getcwd()]:
-    gin.add_config_file_search_path(path)
-  resolved = [_resolve(f, search_paths) for f in gin_files]
-  for path in resolved:
-    try:
-      with _quiet_gin_lookups():
-        gin.parse_config_file(path)
-    except (ValueError, SyntaxError, ImportError) as e:
-      raise ValueError(f"gin file {path}: {_with_hint(e)}") from None
-    except Exception as e:  # pylint: disable=broad-except  (tokenizer errors)
-      raise ValueError(f"gin file {path}: cannot parse: {e}") from None
+  sources: dict[str, str] = {}  # every file parsed, includes too → its text
+  for path in [_resolve(f, search_paths) for f in gin_files]:
+    _parse_file(path, search_paths, (), sources)
   for line in bindings:
     try:
       gin.parse_config(line)
     except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f"command-line binding --gin.{line.replace(' = ', '=', 1)}: "
+      raise UserError(f"command-line binding --gin.{line.replace(' = ', '=', 1)}: "
                        f"{_with_hint(e)}") from None
-  _check_macros(resolved, bindings)
+  _check_macros(sources, bindings)
   gin.finalize()
 
 
@@ -113,30 +88,49 @@ def call(fn: Callable, gin_files: Sequence[str] = ()):
   try:
     return fn()
   except RuntimeError as e:
-    m = re.search(r"Required bindings for `([\w.]+)` not provided in config: \[(.*)\]", str(e))
-    if not m:
+    found = gin_errors.missing_required(e)
+    if not found:
       raise
-    names = [n.strip(" '\"") for n in m.group(2).split(",")]
-    missing = ", ".join(f"{m.group(1)}.{n}" for n in names)
-    raise ValueError(f"missing gin binding(s) {missing} (gin.REQUIRED); set them in a gin file "
-                     f"or with --gin.{m.group(1)}.{names[0]}=… (files: {', '.join(gin_files) or 'none'})"
-                     ) from None
+    configurable, names = found
+    missing = ", ".join(f"{configurable}.{n}" for n in names)
+    raise UserError(f"missing gin binding(s) {missing} (gin.REQUIRED); set them in a gin file "
+                    f"or with --gin.{configurable}.{names[0]}=… (files: "
+                    f"{', '.join(gin_files) or 'none'})") from None
 
 
-@contextlib.contextmanager
-def _quiet_gin_lookups():
-  """gin logs an ERROR for each include it first looks for beside the including file."""
-  root = logging.getLogger()
-  level = root.level
-  root.setLevel(logging.CRITICAL)
+_INCLUDE = re.compile(r"^\s*include\s+['\"]([^'\"]+)['\"]\s*(#.*)?$")
+
+
+def _parse_file(path: str, search_paths: Sequence[str], chain: tuple[str, ...],
+                sources: dict[str, str]) -> None:
+  """Parses `path`'s includes (where they stand), then its own bindings; an include line
+  is left blank so that gin's line numbers stay the file's. Adds each file to `sources`."""
+  if path in chain:
+    raise UserError(f"gin file {path}: includes itself via {' → '.join(chain)}")
+  with open(path, encoding="utf-8") as f:
+    sources[path] = f.read()
+  lines = sources[path].split("\n")
+  for i, line in enumerate(lines):
+    m = _INCLUDE.match(line)
+    if m:
+      try:
+        included = _resolve(m.group(1), search_paths, beside=os.path.dirname(path))
+      except FileNotFoundError as e:
+        raise UserError(f"gin file {path}, line {i + 1}: {e}") from None
+      _parse_file(included, search_paths, (*chain, path), sources)
+      lines[i] = ""
   try:
-    yield
-  finally:
-    root.setLevel(level)
+    gin.parse_config("\n".join(lines))
+  except (ValueError, SyntaxError, ImportError) as e:
+    raise UserError(f"gin file {path}: {_with_hint(e)}") from None
+  except Exception as e:  # pylint: disable=broad-except  (tokenizer errors)
+    raise UserError(f"gin file {path}: cannot parse: {e}") from None
 
 
-def _resolve(path: str, search_paths: Sequence[str]) -> str:
-  for base in ["", *search_paths, GIN_DIR]:
+def _resolve(path: str, search_paths: Sequence[str], beside: str | None = None) -> str:
+  """`path` as given, else under the search paths and gin/; an include (`beside` its
+  file's directory) is looked for there first."""
+  for base in [*([beside] if beside else []), "", *search_paths, GIN_DIR]:
     candidate = os.path.join(base, path) if base else path
     if os.path.isfile(candidate):
       return candidate
@@ -154,70 +148,50 @@ def _with_hint(error: Exception) -> str:
 def _closest_parameter(error: str) -> str:
   """'; did you mean NAME?' for gin's unknown-parameter error, from the configurable's
   signature (gin.get_configurable), or '' when nothing is close."""
-  m = re.search(r"Configurable '([\w./]+)' doesn't have a parameter named '(\w+)'", error)
-  if not m:
+  found = gin_errors.unknown_parameter(error)
+  if not found:
     return ""
+  configurable, name = found
   try:
-    known = list(inspect.signature(gin.get_configurable(m.group(1))).parameters)
+    known = list(inspect.signature(gin.get_configurable(configurable)).parameters)
   except (ValueError, TypeError):
     return ""
-  close = difflib.get_close_matches(m.group(2), known, n=1, cutoff=0.6)
-  return (f"; did you mean {m.group(1)}.{close[0]}?" if close else
+  close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+  return (f"; did you mean {configurable}.{close[0]}?" if close else
           f"; its parameters: {', '.join(known)}")
 
 
-def _check_macros(files: Sequence[str], bindings: Sequence[str]) -> None:
+def _check_macros(sources: dict[str, str], bindings: Sequence[str]) -> None:
   """Every %MACRO used must be set, and every macro set on the command line must be read.
 
   gin itself says the first only late and without the file, and the second never: a typo
   such as --gin.TRAIN_STEP=100 would train silently with the default.
   """
-  texts = {f: _with_includes(f) for f in files}
   defined = set()
-  for text in [*texts.values(), "\n".join(bindings)]:
+  for text in [*sources.values(), "\n".join(bindings)]:
     defined |= set(re.findall(r"^\s*([A-Za-z_][\w.]*)\s*=", text, re.M))
   read = set()
-  for path, text in texts.items():
-    for source, used in _macro_uses(text):
+  for path, text in sources.items():
+    for used in _macro_uses(text):
       read.add(used)
       if used not in defined:
-        raise ValueError(f"gin macro %{used} is used in {source or path} but never set; set it in "
-                         f"a gin file or with --gin.{used}=…")
-  read |= {used for _, used in _macro_uses("\n".join(line.partition("=")[2] for line in bindings))}
+        raise UserError(f"gin macro %{used} is used in {path} but never set; set it in "
+                        f"a gin file or with --gin.{used}=…")
+  read |= set(_macro_uses("\n".join(line.partition("=")[2] for line in bindings)))
   for line in bindings:
     name, _, value = (part.strip() for part in line.partition("="))
     if "." in name or "/" in name or name in read:
       continue  # a parameter binding (gin checks it) or a macro something reads
     close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.6)
-    raise ValueError(
+    raise UserError(
         f"command-line binding --gin.{name}={value}: no gin file or binding reads the macro "
         f"{name}" + (f"; did you mean --gin.{close[0]}?" if close else
                      f"; macros read: {', '.join(sorted(read)) or 'none'}"))
 
 
-def _with_includes(path: str, seen=None) -> str:
-  seen = set() if seen is None else seen
-  if path in seen:
-    return ""
-  seen.add(path)
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
-  parts = [f"#@file {path}\n{text}"]
-  for inc in re.findall(r"^\s*include\s+['\"]([^'\"]+)['\"]", text, re.M):
-    try:
-      parts.append(_with_includes(_resolve(inc, [os.path.dirname(path)]), seen))
-    except FileNotFoundError:
-      pass  # gin already reported it while parsing
-  return "\n".join(parts)
-
-
 def _macro_uses(text: str):
-  source = None
   for line in text.splitlines():
-    if line.startswith("#@file "):
-      source = line[len("#@file "):]
-      continue
     code = line.split("#", 1)[0]
     for name in re.findall(r"%([A-Za-z_][\w.]*)", code):
       if not name.startswith("gin."):
-        yield source, name
+        yield name

@@ -15,6 +15,8 @@ import concurrent.futures
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fineline.errors import UserError
+
 HOOK = "_open_and_write"  # the overridden NumpyHandler coroutine
 
 
@@ -33,8 +35,8 @@ class PendingArray:
 
   def set(self, array: np.ndarray) -> None:
     if array.shape != self.shape or array.dtype != self.dtype:
-      raise ValueError(f"pending {self.shape} {self.dtype} array set to "
-                       f"{array.shape} {array.dtype}")
+      raise UserError(f"pending {self.shape} {self.dtype} array set to "
+                      f"{array.shape} {array.dtype}")
     self._future.set_result(array)
 
   def fail(self, error: BaseException) -> None:

@@ -12,6 +12,7 @@ activation with logical axes (`vocab embed heads kv_heads head_dim mlp norm laye
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Any
 
@@ -20,6 +21,8 @@ import gin
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from fineline.errors import UserError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -49,16 +52,45 @@ def mesh_shape(num_devices: int) -> dict[str, int]:
   """The configured axis sizes with the `-1` resolved to the devices left over."""
   sizes = mesh_axes()
   if any(v == 0 or v < -1 for v in sizes.values()) or list(sizes.values()).count(-1) > 1:
-    raise ValueError(f"mesh_axes: sizes must be positive, with at most one -1; got {sizes}")
+    raise UserError(f"mesh_axes: sizes must be positive, with at most one -1; got {sizes}")
   fixed = math.prod(v for v in sizes.values() if v != -1)
   if -1 in sizes.values():
     if num_devices % fixed:
-      raise ValueError(f"mesh_axes: {num_devices} devices do not split into {sizes}")
+      raise UserError(f"mesh_axes: {num_devices} devices do not split into {sizes}; make "
+                      f"the fixed sizes' product ({fixed}) divide {num_devices}")
     sizes = {k: (num_devices // fixed if v == -1 else v) for k, v in sizes.items()}
   if math.prod(sizes.values()) != num_devices:
-    raise ValueError(f"mesh_axes: {sizes} needs {math.prod(sizes.values())} devices, "
-                     f"but {num_devices} are available")
+    raise UserError(f"mesh_axes: {sizes} needs {math.prod(sizes.values())} devices, "
+                    f"but {num_devices} are available; make the sizes multiply to "
+                    f"{num_devices}, or set one of them to -1")
   return sizes
+
+
+def parse_mesh(spec: str, flag: str = "--mesh") -> dict[str, int]:
+  """`data=2,fsdp=4` → {"data": 2, "fsdp": 4, "tensor": 1}: axes left out have size 1, and
+  one size may be -1 (the devices left over)."""
+  sizes = {axis: 1 for axis in MESH_AXES}
+  for part in filter(None, (p.strip() for p in spec.split(","))):
+    axis, eq, value = part.partition("=")
+    axis = axis.strip()
+    if axis not in MESH_AXES:
+      raise UserError(f"{flag} {spec}: unknown axis {axis!r}; the axes are "
+                       f"{', '.join(MESH_AXES)} (e.g. {flag} data=2,fsdp=4)")
+    try:
+      sizes[axis] = int(value) if eq else None
+    except ValueError:
+      sizes[axis] = None
+    if sizes[axis] is None or sizes[axis] == 0 or sizes[axis] < -1:
+      raise UserError(f"{flag} {spec}: {part!r} needs a positive size or -1 "
+                       f"(e.g. {axis}=2)")
+  if list(sizes.values()).count(-1) > 1:
+    raise UserError(f"{flag} {spec}: at most one axis may be -1")
+  return sizes
+
+
+def mesh_bindings(sizes: dict[str, int]) -> list[str]:
+  """The gin bindings that make `sizes` the configured mesh."""
+  return [f"mesh_axes.{axis} = {size}" for axis, size in sizes.items()]
 
 
 def devices_needed() -> int | None:
@@ -75,7 +107,12 @@ def make_mesh(devices=None) -> Mesh:
   try:  # topology-aware placement on TPU/GPU; plain reshape elsewhere
     from jax.experimental import mesh_utils
     grid = mesh_utils.create_device_mesh(shape, devices=devices, allow_split_physical_axes=True)
-  except Exception:  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except
+    # Correct either way, but a plain order may put a mesh axis's neighbours far apart on
+    # the interconnect: say why it was not topology-aware.
+    logging.warning("mesh %s: no topology-aware device order for %d %s devices (%s: %s); "
+                    "using their plain order", dict(zip(MESH_AXES, shape)), len(devices),
+                    devices[0].platform, type(e).__name__, e)
     grid = np.asarray(devices).reshape(shape)
   return Mesh(grid, MESH_AXES)
 
@@ -117,6 +154,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Sequences split over every data-parallel axis; the length axis whole."""
   return NamedSharding(mesh, logical_to_mesh(P("batch", "length")))
+
+
+def microbatch_sharding(mesh: Mesh) -> NamedSharding:
+  """Microbatches stacked on a leading axis, M × B/M × S: each one split over the data axes
+  like a whole batch. With microbatch m holding global rows m, m+M, m+2M, … (the
+  reshape B → B/M × M, swapped), every device already holds its B/(M·D) rows of each
+  microbatch, so forming them moves no data, and each scan step keeps every device busy."""
+  return NamedSharding(mesh, logical_to_mesh(P(None, "batch", "length")))
 
 
 def data_parallel_size(mesh: Mesh) -> int:

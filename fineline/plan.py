@@ -18,6 +18,7 @@ import re
 import sys
 
 from fineline import ginconf
+from fineline.errors import UserError
 
 _GIB = 2**30
 
@@ -60,23 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
-def _query(name: str):
-  import gin  # pylint: disable=import-outside-toplevel
-  try:
-    value = gin.query_parameter(name)
-  except ValueError:
-    return None
-  return value.scoped_configurable_fn() if hasattr(value, "scoped_configurable_fn") else value
-
-
 def run(args) -> int:
   if not args.gin_file:
-    raise ValueError("fineline plan needs at least one --gin_file")
+    raise UserError("fineline plan needs at least one --gin_file")
   if args.target != "cpu" and args.target not in TARGETS:
-    raise ValueError(f"--target {args.target!r} is unknown; use one of {', '.join(TARGETS)}, "
+    raise UserError(f"--target {args.target!r} is unknown; use one of {', '.join(TARGETS)}, "
                      "or cpu for faked CPU devices")
   from fineline import partitioning  # pylint: disable=import-outside-toplevel
-  from fineline.training import trainer  # pylint: disable=import-outside-toplevel,unused-import
+  from fineline.training import trainer  # pylint: disable=import-outside-toplevel,unused-import  (registers train)
   ginconf.parse(args.gin_file, args.gin_bindings, args.gin_search_path)
   import jax  # pylint: disable=import-outside-toplevel
   # Before the backend starts: this process runs on its CPU whatever it compiles for.
@@ -90,7 +82,7 @@ def run(args) -> int:
   else:
     devices = tpu_devices(args.target)
     if needed is not None and needed != len(devices):
-      raise ValueError(f"the mesh {partitioning.mesh_axes()} needs {needed} devices but "
+      raise UserError(f"the mesh {partitioning.mesh_axes()} needs {needed} devices but "
                        f"--target {args.target} has {len(devices)} chips; pass the target's "
                        "mesh file (gin/mesh/) or bind mesh_axes to match")
   report = plan(devices=devices, chip=args.chip or (target.chip if target else "TPU v4"),
@@ -127,26 +119,20 @@ def plan(*, devices, chip: str = "TPU v4", mfu: float = 0.4, hbm_bytes: int | No
   """Compiles the configured step for `devices` (CPU, or TPU descriptions); returns figures."""
   import jax  # pylint: disable=import-outside-toplevel
   from fineline import partitioning, run_checkpoints  # pylint: disable=import-outside-toplevel
-  from fineline.models import attention, llama, presets  # pylint: disable=import-outside-toplevel
-  from fineline.training import metrics, optim  # pylint: disable=import-outside-toplevel
+  from fineline.models import attention  # pylint: disable=import-outside-toplevel
+  from fineline.training import metrics, trainer  # pylint: disable=import-outside-toplevel
+  from fineline.training import run as run_lib  # pylint: disable=import-outside-toplevel
   from fineline.training import step as step_lib  # pylint: disable=import-outside-toplevel
 
   peak = metrics.PEAK_FLOPS_PER_DEVICE.get(chip)
   if peak is None:
-    raise ValueError(f"--chip {chip!r} unknown; known: {', '.join(metrics.PEAK_FLOPS_PER_DEVICE)}")
-  get = lambda k, default=None: _query(f"train.{k}") if _query(f"train.{k}") is not None else default
-  cfg = presets.get_preset(get("preset"), dtype=get("compute_dtype", "float32"),
-                           param_dtype=get("param_dtype", "float32"),
-                           scan_layers=get("scan_layers", False),
-                           remat_policy=get("remat_policy", "none"),
-                           attention_impl=get("attention_impl", "auto"))
-  batch_size, seq_len = get("batch_size"), get("sequence_length")
-  microbatches = get("num_microbatches", 1)
+    raise UserError(f"--chip {chip!r} unknown; known: {', '.join(metrics.PEAK_FLOPS_PER_DEVICE)}")
+  settings = run_lib.configured_arguments(trainer.train, run_lib.BUILD_SETTINGS)
+  run = run_lib.build(**settings, devices=devices)
+  cfg, mesh, ts = run.cfg, run.mesh, run.train_step
+  batch_size, seq_len = settings["batch_size"], settings["sequence_length"]
+  microbatches = settings["num_microbatches"]
   num_devices = len(devices)
-  mesh = partitioning.make_mesh(devices)
-  opt, schedule = optim.make_optimizer()
-  ts = step_lib.make_train_step(llama.Llama(cfg), opt, mesh, schedule=schedule,
-                                num_microbatches=microbatches, z_loss=get("z_loss", 0.0))
   abstract_state = run_checkpoints.abstract_with_shardings(ts.abstract_state, ts.state_shardings)
   abstract_batch = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=ts.batch_sharding),
@@ -174,7 +160,7 @@ def plan(*, devices, chip: str = "TPU v4", mfu: float = 0.4, hbm_bytes: int | No
   step_time = formula_flops / (num_devices * peak * mfu)
   platform = devices[0].platform
   return {
-      "preset": get("preset"), "mesh": dict(mesh.shape), "devices": num_devices,
+      "preset": settings["preset"], "mesh": dict(mesh.shape), "devices": num_devices,
       "device_kind": devices[0].device_kind,
       "attention": attention.resolve_impl(cfg.attention_impl, platform, cfg.dtype),
       # Pallas (Mosaic) kernels in the program, e.g. splash attention's forward and backward.

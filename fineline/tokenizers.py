@@ -27,13 +27,19 @@ import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2
 
 from fineline import fileio
+from fineline.errors import UserError
 
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json")
+"""The files of a Hugging Face tokenizer that travel with a checkpoint."""
 _LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
                   "CodeLlamaTokenizerFast")
 
 
 class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
   """A SentencePiece `tokenizer.model`, tokenized as transformers' LlamaTokenizer does."""
+
+  tf_native = True  # encode_tf is TensorFlow ops (tf_text's SentencePiece kernel)
 
   def __init__(self, model_file: str, add_bos: bool = False, add_eos: bool = False,
                llama_style: bool = True):
@@ -47,22 +53,29 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
     self.add_eos = add_eos
     self.llama_style = llama_style
 
-  def _encode(self, s: str):
+  # The public methods are wrapped, so seqio's own bookkeeping (EOS cut, unknown ids) stays.
+  def encode(self, s: str):
     if not self.llama_style:
-      return super()._encode(s)
-    return super()._encode(s if not s or s.startswith(" ") else " " + s)
+      return super().encode(s)
+    return super().encode(s if not s or s.startswith(" ") else " " + s)
 
-  def _encode_tf(self, s):
+  def encode_tf(self, s):
     if not self.llama_style:
-      return super()._encode_tf(s)
+      return super().encode_tf(s)
     keep = tf.strings.regex_full_match(s, r"(?s)( .*)?")
-    return super()._encode_tf(tf.where(keep, s, tf.strings.join([" ", s])))
+    return super().encode_tf(tf.where(keep, s, tf.strings.join([" ", s])))
 
-  def _decode(self, ids):
-    text = super()._decode(ids)
+  def decode(self, ids):
+    text = super().decode(ids)
     if not self.llama_style:
       return text
     return text[1:] if text.startswith(" ") else text  # the dummy prefix's space
+
+  @property
+  def special_ids(self) -> frozenset[int]:
+    """Ids Hugging Face's `decode(skip_special_tokens=True)` leaves out: BOS, EOS, UNK."""
+    return frozenset(i for i in (self.bos_id, self.eos_id, self.unk_id)
+                     if i is not None and i >= 0)
 
   def __getstate__(self):
     return {**super().__getstate__(), "add_bos": self.add_bos, "add_eos": self.add_eos,
@@ -75,7 +88,14 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
 
 
 class HfTokenizerVocabulary(seqio.Vocabulary):
-  """A Hugging Face `tokenizer.json` run through the `tokenizers` library."""
+  """A Hugging Face `tokenizer.json` run through the `tokenizers` library.
+
+  `encode_tf` wraps the library in a `py_function`: fine for evaluation data, but a
+  checkpointed training pipeline cannot hold one, so pretraining corpora for such a
+  vocabulary are tokenised beforehand (`fineline.data.pretokenize`; `tf_native = False`).
+  """
+
+  tf_native = False
 
   def __init__(self, tokenizer_json: str, *, add_bos: bool | None = None,
                bos_token: str | None = None, eos_token: str | None = None,
@@ -85,7 +105,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     try:
       self._tok = tokenizers.Tokenizer.from_file(tokenizer_json)
     except Exception as e:
-      raise ValueError(f"{tokenizer_json}: unreadable tokenizer.json ({e})") from e
+      raise UserError(f"{tokenizer_json}: unreadable tokenizer.json ({e})") from e
     if sentencepiece_style:
       _as_llama_pipeline(self._tok)
     self._bos_id = self._token_id(bos_token)
@@ -104,7 +124,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
       return None
     token_id = self._tok.token_to_id(token)
     if token_id is None:
-      raise ValueError(f"{self._path}: special token {token!r} is not in the vocabulary")
+      raise UserError(f"{self._path}: special token {token!r} is not in the vocabulary")
     return token_id
 
   @property
@@ -118,6 +138,14 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   @property
   def unk_id(self):
     return None
+
+  @property
+  def special_ids(self) -> frozenset[int]:
+    """Ids Hugging Face's `decode(skip_special_tokens=True)` leaves out: BOS, EOS and the
+    added tokens the file flags special."""
+    added = self._tok.get_added_tokens_decoder()
+    return frozenset({i for i in (self._bos_id, self._eos_id) if i is not None}
+                     | {i for i, token in added.items() if token.special})
 
   @property
   def _base_vocab_size(self):
@@ -187,6 +215,25 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
                                  llama_style=config.get("tokenizer_class") != "BaichuanTokenizer")
 
 
+def tokenizer_files(directory) -> list[str]:
+  """The `TOKENIZER_FILES` present in `directory` (none when it does not exist)."""
+  directory = fileio.resolve(directory)
+  if not directory.is_dir():
+    return []
+  return [f for f in TOKENIZER_FILES if (directory / f).is_file()]
+
+
+def find_tokenizer_dir(ckpt) -> str | None:
+  """A checkpoint's tokenizer: `<ckpt>/tokenizer`, or for a run's checkpoint
+  (MODEL_DIR/checkpoints/<step>) `MODEL_DIR/tokenizer`; None when neither has one. Local
+  or a URL."""
+  ckpt = fileio.resolve(ckpt)
+  for candidate in (ckpt / "tokenizer", ckpt.parent.parent / "tokenizer"):
+    if tokenizer_files(candidate):
+      return os.fspath(candidate)
+  return None
+
+
 def _tokenizer_config(directory: str) -> dict:
   path = os.path.join(directory, "tokenizer_config.json")
   if not os.path.isfile(path):
@@ -195,7 +242,7 @@ def _tokenizer_config(directory: str) -> dict:
     with open(path) as f:
       return json.load(f)
   except ValueError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from e
+    raise UserError(f"{path}: not valid JSON ({e})") from e
 
 
 def _token_str(token) -> str | None:

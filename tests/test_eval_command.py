@@ -1,14 +1,17 @@
 """`fineline eval` end to end: against lm-evaluation-harness on the same HF model and data,
-on a fineline checkpoint, and with a dataset missing."""
+on a fineline checkpoint, on an 8-device mesh, and with a dataset or a mesh wrong."""
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from eval_fixtures import SCHEMAS, write_eval_data
 from hf_fixtures import make_hf_llama_dir
 
+import train_fixtures
 from fineline import cli
 
 TASKS = ("arc_easy", "winogrande", "lambada")  # multiple choice, partial scoring, greedy
@@ -85,11 +88,21 @@ def test_hf_dir_scores_equal_lm_eval(setup, hf_record):
   assert compared == len(mine_ll)
 
 
-def test_fineline_checkpoint_gives_the_same_record(setup, hf_record):
+@pytest.fixture(scope="module")
+def ckpt(setup):
   from fineline.convert.hf import import_hf
-  tmp, hf_dir, data_dir = setup
-  ckpt = tmp / "ckpt"
-  import_hf(hf_dir, str(ckpt))
+  tmp, hf_dir, _ = setup
+  import_hf(hf_dir, str(tmp / "ckpt"))
+  return tmp / "ckpt"
+
+
+def _loglikelihoods(samples_path):
+  rows = map(json.loads, samples_path.read_text().splitlines())
+  return {(r["task"], r["doc"], r.get("choice") or 0): r["loglikelihood"] for r in rows}
+
+
+def test_fineline_checkpoint_gives_the_same_record(setup, ckpt, hf_record):
+  tmp, _, data_dir = setup
   output = tmp / "ckpt.json"
   assert _eval("--checkpoint", ckpt, *ARGS, "--data_dir", data_dir, "--output", output,
                "--model", "tiny") == 0
@@ -120,3 +133,69 @@ def test_missing_dataset_names_task_and_directory(setup, tmp_path, capsys):
   err = capsys.readouterr().err
   assert "'piqa'" in err and str(empty) in err and "get_eval_data.sh" in err
   assert not output.exists()
+
+
+def test_sharded_over_a_mesh_gives_the_one_device_record(setup, ckpt, hf_record):
+  tmp, _, data_dir = setup
+  output, samples = tmp / "mesh.json", tmp / "mesh_samples.jsonl"
+  args = ["eval", "--quiet", "--checkpoint", ckpt, *ARGS, "--data_dir", data_dir, "--output",
+          output, "--samples", samples, "--mesh", "data=2,fsdp=4"]
+  run = train_fixtures.fineline(list(map(str, args)), num_devices=8)
+  assert run.returncode == 0, run.stderr[-4000:]
+  assert "scoring on a mesh of {'data': 2, 'fsdp': 4, 'tensor': 1} (8 devices" in run.stderr
+  record, one_device = json.loads(output.read_text()), hf_record[0]
+  for task in TASKS:
+    mine, want = record["tasks"][task], one_device["tasks"][task]
+    assert mine["n"] == want["n"]
+    for metric in ("acc", "acc_norm"):
+      assert mine.get(metric) == want.get(metric), (task, metric)
+  assert record["tasks"]["lambada"]["perplexity"] == pytest.approx(
+      one_device["tasks"]["lambada"]["perplexity"], rel=1e-4)
+  mine_ll, want_ll = _loglikelihoods(samples), _loglikelihoods(hf_record[1])
+  assert mine_ll.keys() == want_ll.keys()
+  for key, value in want_ll.items():
+    assert mine_ll[key] == pytest.approx(value, abs=1e-4), key
+
+
+@pytest.mark.parametrize("mesh, message", [
+    ("data=2,fdsp=4", "--mesh data=2,fdsp=4: unknown axis 'fdsp'; the axes are data, fsdp, tensor"),
+    ("data=3", "--mesh data=3: mesh_axes: {'data': 3, 'fsdp': 1, 'tensor': 1} needs 3 devices, "
+               "but 1 are available; make the sizes multiply to 1, or set one of them to -1"),
+    ("data=two", "--mesh data=two: 'data=two' needs a positive size or -1"),
+])
+def test_bad_mesh_says_what_to_change(setup, tmp_path, capsys, mesh, message):
+  _, hf_dir, data_dir = setup
+  output = tmp_path / "r.json"
+  assert _eval("--checkpoint", hf_dir, "--tasks", "arc_easy", "--data_dir", data_dir,
+               "--output", output, "--mesh", mesh) == 1
+  err = capsys.readouterr().err.strip()
+  assert err.startswith(f"fineline eval: error: {message}") and "\n" not in err
+  assert not output.exists()
+
+
+def test_two_hosts_score_a_series_together_and_process_0_writes(setup, ckpt, hf_record, tmp_path):
+  """Two processes × 4 devices; the output file is on process 0's disk only (process 1 is
+  given a path that does not exist), and it already holds the first checkpoint."""
+  _, hf_dir, data_dir = setup
+  series = tmp_path / "series.txt"
+  series.write_text(f"{ckpt} 1\n{hf_dir} 2\n")
+  output = tmp_path / "series.jsonl"
+  output.write_text(json.dumps({**hf_record[0], "checkpoint": str(ckpt), "step": 1}) + "\n")
+  port = train_fixtures.free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "fineline.cli", "eval", "--quiet", "--checkpoints", str(series),
+       *map(str, ARGS), "--data_dir", str(data_dir),
+       "--output", str(output if i == 0 else tmp_path / "elsewhere" / "series.jsonl"),
+       "--mesh", "data=2,fsdp=4", "--coordinator_address", f"127.0.0.1:{port}",
+       "--num_processes", "2", "--process_id", str(i)],
+      env=train_fixtures.env(4), cwd=train_fixtures.REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=400) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-4000:]
+  assert "evaluated 1 checkpoint(s); 1 already in" in outs[0][0]
+  assert not (tmp_path / "elsewhere").exists()
+  records = [json.loads(line) for line in output.read_text().splitlines()]
+  assert [(r["checkpoint"], r["step"]) for r in records] == [(str(ckpt), 1), (str(hf_dir), 2)]
+  for task in TASKS:
+    assert records[1]["tasks"][task]["acc"] == hf_record[0]["tasks"][task]["acc"]

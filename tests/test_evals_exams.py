@@ -79,8 +79,8 @@ def test_a_file_in_another_layout_names_task_column_and_row(tmp_path):
 
 
 def test_suite_reports_missing_files_per_task_without_failing(tmp_path):
-  from fineline.evaluation import evaluator
-  suite = evaluator.TaskSuite(["race", "cmmlu_arts", "truthfulqa_mc2"],
+  from fineline.evaluation import suite as suite_lib
+  suite = suite_lib.TaskSuite(["race", "cmmlu_arts", "truthfulqa_mc2"],
                               task_lib.Settings(data_dir=str(tmp_path)))
   assert suite.prepared == []
   assert "race/test.jsonl" in suite.errors["race"] and "EleutherAI/race" in suite.errors["race"]

@@ -48,3 +48,27 @@ def test_param_shardings_cover_every_parameter():
   q = shardings["layers_0"]["attn"]["q"]
   assert q.spec == P("fsdp", "tensor", None)
   assert len(jax.tree.leaves(shardings)) == len(jax.tree.leaves(llama.init_params(cfg, jax.random.key(0))))
+
+
+def test_parse_mesh_fills_left_out_axes_and_names_what_is_wrong():
+  assert partitioning.parse_mesh("data=2,fsdp=4") == {"data": 2, "fsdp": 4, "tensor": 1}
+  assert partitioning.parse_mesh("fsdp=-1, tensor=2") == {"data": 1, "fsdp": -1, "tensor": 2}
+  with pytest.raises(ValueError, match=r"--mesh data=-1,fsdp=-1: at most one axis may be -1"):
+    partitioning.parse_mesh("data=-1,fsdp=-1")
+  with pytest.raises(ValueError, match=r"unknown axis 'model'; the axes are data, fsdp, tensor"):
+    partitioning.parse_mesh("model=2")
+  with pytest.raises(ValueError, match=r"'fsdp=0' needs a positive size or -1"):
+    partitioning.parse_mesh("fsdp=0")
+
+
+def test_fallback_to_the_plain_device_order_says_why(monkeypatch, caplog):
+  from jax.experimental import mesh_utils
+
+  def refuse(*args, **kwargs):
+    raise NotImplementedError("no physical layout for these devices")
+  monkeypatch.setattr(mesh_utils, "create_device_mesh", refuse)
+  with caplog.at_level("WARNING"):
+    mesh = partitioning.make_mesh(jax.devices()[:1])
+  assert mesh.size == 1
+  assert "no topology-aware device order" in caplog.text
+  assert "NotImplementedError: no physical layout for these devices" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 
@@ -56,6 +57,13 @@ def env(num_devices: int = 1) -> dict:
            XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}",
            PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   return e
+
+
+def free_port() -> int:
+  """A localhost port for a jax.distributed coordinator."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def fineline(args, num_devices: int = 1, timeout: int = 240, **kw) -> subprocess.CompletedProcess:

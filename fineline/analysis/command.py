@@ -17,6 +17,7 @@ from fineline.analysis import events
 from fineline.analysis import findings
 from fineline.analysis import records
 from fineline.analysis import report
+from fineline.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
   if args.budget_tokens is not None and not args.budget_tokens > 0:
-    raise ValueError(f"--budget_tokens must be positive, got {args.budget_tokens}")
+    raise UserError(f"--budget_tokens must be positive, got {args.budget_tokens}")
   if args.target is not None and not 0 < args.target <= 1:
-    raise ValueError(f"--target is a normalised score in (0, 1], got {args.target}")
+    raise UserError(f"--target is a normalised score in (0, 1], got {args.target}")
   if args.window < 3:
-    raise ValueError(f"--window must be at least 3 checkpoints, got {args.window}")
+    raise UserError(f"--window must be at least 3 checkpoints, got {args.window}")
 
 
 def _model_sizes(values: list[str]) -> dict[str, float]:
@@ -63,7 +64,7 @@ def _model_sizes(values: list[str]) -> dict[str, float]:
     except ValueError:
       size = math.nan
     if not size > 0:
-      raise ValueError(f"--model_size {value!r}: expected SERIES=PARAMS with a positive "
+      raise UserError(f"--model_size {value!r}: expected SERIES=PARAMS with a positive "
                        "parameter count, e.g. amber=6.7e9")
     sizes[name] = size
   return sizes
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
   series_list, notes = records.load_series(args.results)
   unknown = sorted(set(sizes) - {s.name for s in series_list})
   if unknown:
-    raise ValueError(f"--model_size names series {unknown} that the records do not hold; "
+    raise UserError(f"--model_size names series {unknown} that the records do not hold; "
                      f"series: {[s.name for s in series_list]}")
   for series in series_list:
     series.parameters = sizes.get(series.name, series.parameters)
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
   except OSError as e:
     if isinstance(e, (FileExistsError, PermissionError)):
       raise
-    raise ValueError(f"writing the report to {output}: {e}") from e
+    raise UserError(f"writing the report to {output}: {e}") from e
   for name, entry in result["series"].items():
     print(f"{name}: " + " ".join(entry["verdict"]["text"]))
   print(f"report: {output / 'report.md'} (and {output / 'index.html'})")

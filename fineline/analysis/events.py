@@ -19,6 +19,7 @@ import pathlib
 import numpy as np
 
 from fineline import fileio
+from fineline.errors import UserError
 
 LR_DROP_RATIO = 0.8  # a logged rate below this fraction of the previous one is a drop
 LR_DROP_SPAN = 3  # ... provided the previous LR_DROP_SPAN logged rates were steady
@@ -64,21 +65,21 @@ def read_schedule(path: str | pathlib.Path) -> list[dict]:
   except FileNotFoundError:
     raise FileNotFoundError(f"--schedule {path}: no such file") from None
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"--schedule {path}: not a JSON file ({e})") from None
+    raise UserError(f"--schedule {path}: not a JSON file ({e})") from None
   if isinstance(doc, dict):
     doc = doc.get("events")
   if not isinstance(doc, list) or not doc:
-    raise ValueError(f"--schedule {path}: expected a non-empty JSON list of events "
+    raise UserError(f"--schedule {path}: expected a non-empty JSON list of events "
                      '(or {"events": [...]}), each {"tokens": N, "label": "..."}')
   events = []
   for i, entry in enumerate(doc):
     tokens = entry.get("tokens") if isinstance(entry, dict) else None
     if isinstance(tokens, bool) or not isinstance(tokens, (int, float)) or not tokens > 0:
-      raise ValueError(f"--schedule {path}: entry {i} needs a positive number 'tokens', "
+      raise UserError(f"--schedule {path}: entry {i} needs a positive number 'tokens', "
                        f"got {entry!r}")
     kind = entry.get("kind", "lr_drop")
     if kind not in KINDS:
-      raise ValueError(f"--schedule {path}: entry {i} has kind {kind!r}; known: {KINDS}")
+      raise UserError(f"--schedule {path}: entry {i} has kind {kind!r}; known: {KINDS}")
     events.append({"tokens": float(tokens), "step": entry.get("step"), "kind": kind,
                    "label": str(entry.get("label") or f"{kind} at {tokens:.4g} tokens"),
                    "series": entry.get("series"), "source": str(path)})

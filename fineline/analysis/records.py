@@ -19,6 +19,7 @@ import numpy as np
 
 from fineline import capabilities, fileio
 from fineline.analysis import events as events_lib
+from fineline.errors import UserError
 
 # Preference order of a task's primary metric; the last two are lower-is-better.
 PRIMARY_METRICS = ("acc_norm", "acc", "exact_match", "bits_per_byte", "perplexity")
@@ -108,7 +109,7 @@ def _expand(path: pathlib.Path) -> list[_Source]:
   runs = [_expand(child)[0] for child in sorted(path.iterdir()) if _is_run_dir(child)]
   files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))
   if not runs and not files:
-    raise ValueError(f"{path}: holds no result records (expected eval/results.jsonl, "
+    raise UserError(f"{path}: holds no result records (expected eval/results.jsonl, "
                      "run directories, or *.jsonl / *.json files)")
   return runs + ([_Source(path.name, files)] if files else [])
 
@@ -325,7 +326,7 @@ def load_series(paths: Sequence[str | pathlib.Path]) -> tuple[list[Series], list
              "losses": _record_losses(record, metric_loss)})
   if not grouped:
     detail = ("; ".join(notes[:5])) if notes else "the inputs hold no records"
-    raise ValueError(f"no usable result records in {', '.join(map(str, paths))}: {detail}")
+    raise UserError(f"no usable result records in {', '.join(map(str, paths))}: {detail}")
   names = collections.Counter(model for model, _ in grouped)
   series = [_build_series(model if names[model] == 1 else f"{model} ({label})", label, entries,
                           notes) for (model, label), entries in grouped.items()]

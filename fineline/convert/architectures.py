@@ -21,6 +21,7 @@ import re
 import numpy as np
 
 from fineline.convert import weights_io
+from fineline.errors import UserError
 
 _W_PACK = re.compile(r"(model\.layers\.\d+\.self_attn\.)W_pack\.weight")
 _YI_NORMS = re.compile(r"(model\.layers\.\d+\.)ln([12])\.weight")
@@ -46,7 +47,7 @@ def llama_config(hf: dict) -> dict:
     return hf
   if arch == "baichuan" and "max_position_embeddings" not in hf:
     # Baichuan's 13B models say so by omission: their modeling code uses ALiBi, not rotary.
-    raise ValueError("a Baichuan config without max_position_embeddings is the 13B "
+    raise UserError("a Baichuan config without max_position_embeddings is the 13B "
                      "ALiBi model, which fineline's rotary LLaMA cannot represent; "
                      "Baichuan2-7B (rotary) converts")
   out = {k: v for k, v in hf.items() if k not in ("auto_map", "architectures", "model_type")}
@@ -116,7 +117,7 @@ class _RenamedWeights:
     q_rows = cfg.num_heads * cfg.resolved_head_dim
     want = (3 * q_rows, cfg.hidden_size)
     if cfg.num_kv_heads != cfg.num_heads or tuple(shape) != want:
-      raise ValueError(
+      raise UserError(
           f"{self.directory}: tensor {name!r} has shape {tuple(shape)}, expected {want}: "
           f"q, k and v of {cfg.num_heads} heads stacked, from config.json")
 

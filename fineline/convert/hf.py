@@ -36,16 +36,16 @@ import shutil
 import threading
 
 import numpy as np
+from flax import traverse_util
 from tqdm import tqdm
 
-from fineline import checkpointing, fileio
+from fineline import checkpointing, fileio, tokenizers
 from fineline.convert import architectures, weights_io
 from fineline.convert.transpose import transpose
 from fineline.models import presets
 from fineline.models.config import LlamaConfig
+from fineline.errors import UserError
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "added_tokens.json")
 # Buffers some older PyTorch checkpoints carry; recomputed from the config, not weights.
 _IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.(inv_freq|cos_cached|sin_cached)")
 _PROGRESS_MIN_TENSORS = 8
@@ -87,7 +87,7 @@ def to_fineline(w: np.ndarray, kind: str, cfg: LlamaConfig) -> np.ndarray:
     return transpose(w).reshape(w.shape[1], w.shape[0] // Dh, Dh)
   if kind == "heads_out":  # D×(H·Dh) → H×Dh×D
     return transpose(w).reshape(w.shape[1] // Dh, Dh, w.shape[0])
-  raise ValueError(kind)
+  raise UserError(kind)
 
 
 def to_hf(x: np.ndarray, kind: str) -> np.ndarray:
@@ -99,7 +99,7 @@ def to_hf(x: np.ndarray, kind: str) -> np.ndarray:
     return transpose(x.reshape(x.shape[0], -1))
   if kind == "heads_out":  # H×Dh×D → D×(H·Dh)
     return transpose(x.reshape(-1, x.shape[-1]))
-  raise ValueError(kind)
+  raise UserError(kind)
 
 
 def read_hf_config(directory: str) -> tuple[dict, LlamaConfig]:
@@ -110,13 +110,13 @@ def read_hf_config(directory: str) -> tuple[dict, LlamaConfig]:
     with open(path) as f:
       hf = json.load(f)
   except ValueError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from e
+    raise UserError(f"{path}: not valid JSON ({e})") from e
   try:
     return hf, presets.from_hf_config(architectures.llama_config(hf))
   except (KeyError, TypeError) as e:
-    raise ValueError(f"{path}: missing or malformed field {e}") from e
+    raise UserError(f"{path}: missing or malformed field {e}") from e
   except ValueError as e:
-    raise ValueError(f"{path}: {e}") from e
+    raise UserError(f"{path}: {e}") from e
 
 
 def load_hf_checkpoint(directory: str, dtype: str | None = None):
@@ -128,7 +128,7 @@ def load_hf_checkpoint(directory: str, dtype: str | None = None):
   """
   hf, cfg = read_hf_config(directory)
   params, cfg = _read_params(directory, hf, cfg, weights_io.as_dtype(dtype))
-  return params, cfg, (directory if _tokenizer_files(directory) else None)
+  return params, cfg, (directory if tokenizers.tokenizer_files(directory) else None)
 
 
 def _weight_files(directory: str, hf: dict, cfg: LlamaConfig):
@@ -139,9 +139,8 @@ def _weight_files(directory: str, hf: dict, cfg: LlamaConfig):
 def _read_params(directory: str, hf: dict, cfg: LlamaConfig, dtype):
   files = _weight_files(directory, hf, cfg)
   layout = tensor_layout(cfg)
-  params: dict = {}
-  for path, x in _converted(directory, files, layout, cfg, dtype):
-    _set(params, path, x)
+  params = traverse_util.unflatten_dict(
+      {tuple(path): x for path, x in _converted(directory, files, layout, cfg, dtype)})
   param_dtype = weights_io.dtype_name(params["embedding"].dtype)
   return params, cfg.replace(param_dtype=param_dtype)
 
@@ -159,7 +158,7 @@ def _check_names(directory: str, files: weights_io.WeightFiles, layout, cfg: Lla
       parts.append(f"missing tensor(s) {_few(missing)}")
     if extra:
       parts.append(f"unexpected tensor(s) {_few(extra)} (in {available[extra[0]]})")
-    raise ValueError(f"{directory}: weights do not match config.json "
+    raise UserError(f"{directory}: weights do not match config.json "
                      f"({cfg.num_layers} layers, tie_word_embeddings={cfg.tie_embeddings}): "
                      + "; ".join(parts))
   return available
@@ -191,14 +190,14 @@ def _converted(directory: str, files: weights_io.WeightFiles, layout, cfg: Llama
       progress.update()
   if head_of_tied is not None and not np.array_equal(head_of_tied.astype(embedding.dtype),
                                                      embedding):
-    raise ValueError(f"{directory}: config.json ties the embeddings but lm_head.weight differs "
+    raise UserError(f"{directory}: config.json ties the embeddings but lm_head.weight differs "
                      "from model.embed_tokens.weight")
   yield ("embedding",), embedding
 
 
 def _check_shape(files, available, name, got, want) -> None:
   if tuple(got) != want:
-    raise ValueError(f"{files.path(available[name])}: tensor {name!r} has shape "
+    raise UserError(f"{files.path(available[name])}: tensor {name!r} has shape "
                      f"{tuple(got)}, expected {want} from config.json")
 
 
@@ -241,11 +240,12 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
     params, cfg = _read_params(src_dir, hf, cfg, cast)
   else:  # the checkpoint is written while the weights are still being read
     available = _check_names(src_dir, files, layout, cfg)
-    params = {}
+    pending = {}
     for name, (path, shape, kind) in layout.items():
       _check_shape(files, available, name, specs[name][1], shape)
-      _set(params, path, checkpointing.PendingArray(_fineline_shape(shape, kind, cfg),
-                                                    cast or specs[name][0]))
+      pending[tuple(path)] = checkpointing.PendingArray(_fineline_shape(shape, kind, cfg),
+                                                        cast or specs[name][0])
+    params = traverse_util.unflatten_dict(pending)
     cfg = cfg.replace(param_dtype=weights_io.dtype_name(params["embedding"].dtype))
   with fileio.atomic_output(out_ckpt, overwrite=overwrite) as staging:
     filled = (contextlib.nullcontext(params) if specs is None
@@ -254,7 +254,7 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
       checkpointing.save_params(staging, params, cfg, step=0, tokens=0, compress=False,
                                 source=source)
     del params
-    tokenizer_files = _tokenizer_files(src_dir)
+    tokenizer_files = tokenizers.tokenizer_files(src_dir)
     if tokenizer_files:
       os.makedirs(os.path.join(staging, "tokenizer"))
       for fname in tokenizer_files:
@@ -266,7 +266,7 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
 def _filling(pending_tree: dict, arrays):
   """Sets the PendingArray leaves of `pending_tree` from `arrays` ((path, array) pairs) in a
   background thread while the block runs; an error there is the block's error."""
-  pending = dict(_leaf_items(pending_tree))
+  pending = traverse_util.flatten_dict(pending_tree)
   errors: list[BaseException] = []
   stop = threading.Event()
 
@@ -276,7 +276,7 @@ def _filling(pending_tree: dict, arrays):
         for path, array in arrays:
           if stop.is_set():
             return
-          pending["/".join(path)].set(array)
+          pending[tuple(path)].set(array)
           del array
     except BaseException as e:  # pylint: disable=broad-except
       errors.append(e)
@@ -332,46 +332,24 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
           w = to_hf(x if cast is None else x.astype(cast), kind)
           del x
           if tuple(w.shape) != shape:
-            raise ValueError(f"{ckpt}: parameter {'/'.join(path)} gives {name!r} of shape "
+            raise UserError(f"{ckpt}: parameter {'/'.join(path)} gives {name!r} of shape "
                              f"{tuple(w.shape)}, expected {shape} from its model_config")
           writer.add(name, w)
           del w
           progress.update()
-        leftover = [path for path, _ in _leaf_items(params)]
+        leftover = list(traverse_util.flatten_dict(params, sep="/"))
         if leftover:
-          raise ValueError(f"{ckpt}: parameters with no Hugging Face counterpart: {leftover}")
+          raise UserError(f"{ckpt}: parameters with no Hugging Face counterpart: {leftover}")
       writer.close()
     hf_config = presets.to_hf_config(cfg, torch_dtype=weights_io.dtype_name(out_dtype))
     _write_json(os.path.join(staging, "config.json"), hf_config)
     _write_json(os.path.join(staging, "generation_config.json"),
                 {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id})
-    tokenizer_dir = find_tokenizer_dir(ckpt)
-    for fname in _tokenizer_files(tokenizer_dir) if tokenizer_dir else ():
+    tokenizer_dir = tokenizers.find_tokenizer_dir(ckpt)
+    for fname in tokenizers.tokenizer_files(tokenizer_dir) if tokenizer_dir else ():
       with open(os.path.join(staging, fname), "wb") as f:
-        f.write((tokenizer_dir / fname).read_bytes())
+        f.write((fileio.resolve(tokenizer_dir) / fname).read_bytes())
   return cfg
-
-
-def find_tokenizer_dir(ckpt):
-  """`<ckpt>/tokenizer`, or for a run's checkpoint `MODEL_DIR/tokenizer` (local or URL)."""
-  ckpt = fileio.resolve(ckpt)
-  for candidate in (ckpt / "tokenizer", ckpt.parent.parent / "tokenizer"):
-    if _tokenizer_files(candidate):
-      return candidate
-  return None
-
-
-def _tokenizer_files(directory) -> list[str]:
-  directory = fileio.resolve(directory)
-  if not directory.is_dir():
-    return []
-  return [f for f in TOKENIZER_FILES if (directory / f).is_file()]
-
-
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
 
 
 def _pop(tree: dict, path: tuple[str, ...], ckpt: str, keep: bool = False):
@@ -380,15 +358,7 @@ def _pop(tree: dict, path: tuple[str, ...], ckpt: str, keep: bool = False):
       tree = tree[key]
     return np.asarray(tree[path[-1]] if keep else tree.pop(path[-1]))
   except KeyError:
-    raise ValueError(f"{ckpt}: checkpoint has no parameter {'/'.join(path)}") from None
-
-
-def _leaf_items(tree, prefix=""):
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from _leaf_items(value, f"{prefix}{key}/")
-    else:
-      yield prefix + key, value
+    raise UserError(f"{ckpt}: checkpoint has no parameter {'/'.join(path)}") from None
 
 
 def _few(names: list[str], n: int = 4) -> str:

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 import ml_dtypes
 import numpy as np
 
+from fineline.errors import UserError
+
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -49,7 +51,7 @@ def as_dtype(name: str | None):
   except TypeError:
     dtype = None
   if dtype not in _ST_DTYPES:
-    raise ValueError(f"unsupported dtype {name!r}; use float32, bfloat16 or float16")
+    raise UserError(f"unsupported dtype {name!r}; use float32, bfloat16 or float16")
   return dtype
 
 
@@ -87,7 +89,7 @@ class WeightFiles:
       with open(index_path) as f:
         self.weight_map = dict(json.load(f)["weight_map"])
     except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"{index_path}: unreadable index ({e})") from e
+      raise UserError(f"{index_path}: unreadable index ({e})") from e
     return sorted(set(self.weight_map.values()))
 
   def path(self, fname: str) -> str:
@@ -132,7 +134,7 @@ def _safetensors_keys(path: str) -> list[str]:
     with safe_open(path, framework="numpy") as f:
       return list(f.keys())
   except Exception as e:  # SafetensorError, OSError: the message names the file either way
-    raise ValueError(f"{path}: unreadable safetensors file ({_brief(e)})") from e
+    raise UserError(f"{path}: unreadable safetensors file ({_brief(e)})") from e
 
 
 def _safetensors_specs(path: str) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
@@ -143,11 +145,11 @@ def _safetensors_specs(path: str) -> dict[str, tuple[np.dtype, tuple[int, ...]]]
       stored = {name: (f.get_slice(name).get_dtype(), f.get_slice(name).get_shape())
                 for name in f.keys()}
   except Exception as e:
-    raise ValueError(f"{path}: unreadable safetensors file ({_brief(e)})") from e
+    raise UserError(f"{path}: unreadable safetensors file ({_brief(e)})") from e
   specs = {}
   for name, (st_dtype, shape) in stored.items():
     if st_dtype not in _FROM_ST:
-      raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {st_dtype}")
+      raise UserError(f"{path}: tensor {name!r} has unsupported dtype {st_dtype}")
     specs[name] = (_FROM_ST[st_dtype], tuple(shape))
   return specs
 
@@ -168,7 +170,7 @@ def _iter_safetensors(path, wanted):
       count = (end - begin) // dtype.itemsize
       array = np.fromfile(f, dtype=dtype, count=count, offset=8 + header_len + begin - f.tell())
       if array.size != count:
-        raise ValueError(f"{path}: tensor {name!r} is truncated")
+        raise UserError(f"{path}: tensor {name!r} is truncated")
       yield name, array.reshape(shape)
 
 
@@ -176,7 +178,7 @@ def _bin_state(path: str):
   try:
     import torch
   except ImportError as e:
-    raise ValueError(f"{path}: reading PyTorch .bin checkpoints needs torch "
+    raise UserError(f"{path}: reading PyTorch .bin checkpoints needs torch "
                      "(pip install 'fineline[test]' or torch)") from e
   try:
     try:
@@ -187,23 +189,23 @@ def _bin_state(path: str):
       return torch.load(path, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
     # torch's own message suggests weights_only=False, i.e. running the file's code: no.
-    raise ValueError(f"{path}: unreadable PyTorch checkpoint: not a torch.save file, or it "
+    raise UserError(f"{path}: unreadable PyTorch checkpoint: not a torch.save file, or it "
                      "holds objects other than tensors, which are never unpickled") from e
   except Exception as e:
-    raise ValueError(f"{path}: unreadable PyTorch checkpoint ({_brief(e)})") from e
+    raise UserError(f"{path}: unreadable PyTorch checkpoint ({_brief(e)})") from e
 
 
 def _iter_bin(path, wanted):
   import torch
   state = _bin_state(path)
   if not isinstance(state, dict):
-    raise ValueError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
+    raise UserError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
   for name in list(state):
     tensor = state.pop(name)
     if wanted is not None and not wanted(name):
       continue
     if not isinstance(tensor, torch.Tensor):
-      raise ValueError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
+      raise UserError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
     yield name, torch_to_numpy(tensor)
   del state
 

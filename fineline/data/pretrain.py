@@ -10,19 +10,18 @@ targets = chunk[1:].
 
 Resuming. The whole pipeline is deterministic given the seed (tf.data keeps element order),
 so a run's token stream is a fixed function of its config. Every checkpoint stores, per
-host, the serialised state of the tf.data iterator (file offsets, shuffle buffer, partial
-chunk), so restoring costs the size of that state rather than a replay of everything read
-so far. When the number of hosts changes, the per-host states no longer apply; the pipeline
-then warns and skips forward by the batches consumed (a replay, and not exactly the same
-tokens, since the shards differ).
+host, the tf.data iterator's checkpoint (file offsets, shuffle buffer, partial chunk;
+`iterator_state`), so restoring costs the size of that state rather than a replay of
+everything read so far. The pipeline is pure TensorFlow ops, as that needs: JSONL and
+corpora for a `tokenizer.json` are converted beforehand (`pretokenize`). When the number of
+hosts changes, or the state predates this format, the per-host states no longer apply; the
+pipeline then warns and skips forward by the batches consumed (a replay, and not exactly
+the same tokens, since the shards differ).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from typing import Callable
 
 import gin
@@ -30,7 +29,9 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from fineline import cache, fileio
+from fineline import cache, tokenizers
+from fineline.data import iterator_state, pretokenize
+from fineline.errors import UserError
 
 LAZY_TASKS: dict[str, Callable[[], None]] = {}
 """Task name → a function that registers it (for sources that are materialised on demand)."""
@@ -40,59 +41,18 @@ TOKENIZER_FILES: dict[str, str] = {}
 SKILLS_TASK = "fineline_skills"
 
 
-def load_vocabulary(path: str) -> seqio.Vocabulary:
-  """The vocabulary at `path` (a tokenizer file or a directory holding one)."""
-  try:
-    from fineline import tokenizers  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    tokenizers = None
-  if tokenizers is not None and hasattr(tokenizers, "load_vocabulary"):
-    return tokenizers.load_vocabulary(path)
-  if os.path.isdir(path):
-    path = os.path.join(path, "tokenizer.model")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"no SentencePiece tokenizer at {path}")
-  return seqio.SentencePieceVocabulary(path)
-
-
 def _to_targets(ds):
   return ds.map(lambda text: {"targets": text}).filter(lambda ex: tf.strings.length(ex["targets"]) > 0)
 
 
-def _jsonl_as_tfrecords(files: list[str], text_key: str, cache_dir: str) -> list[str]:
-  """Each JSONL file's documents as a TFRecord file of raw UTF-8 texts, written once.
-
-  Parsing JSON inside tf.data would need a py_function, which makes the pipeline hang at
-  interpreter exit once its iterator was checkpointed; a one-off conversion keeps the
-  pipeline pure TensorFlow ops.
-  """
-  os.makedirs(cache_dir, exist_ok=True)
-  out = []
-  for path in files:
-    st = os.stat(path)
-    key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{text_key}".encode())
-    target = os.path.join(cache_dir, f"{os.path.basename(path)}.{key.hexdigest()[:12]}.tfrecord")
-    if not os.path.exists(target):
-      with fileio.atomic_output(target) as tmp, open(path, encoding="utf-8") as f, \
-          tf.io.TFRecordWriter(tmp) as writer:
-        for line_no, line in enumerate(f, 1):
-          if not line.strip():
-            continue
-          try:
-            text = json.loads(line)[text_key]
-          except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{line_no}: not a JSON object with a {text_key!r} field "
-                             f"({e})") from None
-          writer.write(text.encode("utf-8"))
-    out.append(target)
-  return out
-
-
-def _register(name: str, source: seqio.DataSource, vocabulary, preprocessors, tokenizer: str):
+def _register(name: str, source: seqio.DataSource, vocabulary, preprocessors, tokenizer: str,
+              pretokenized: bool = False):
+  """`preprocessors` give {"targets": text}, or with `pretokenized` {"targets": ids}."""
+  tokenize = [] if pretokenized else [seqio.preprocessors.tokenize]
   seqio.TaskRegistry.remove(name)
   seqio.TaskRegistry.add(
       name, source=source,
-      preprocessors=[*preprocessors, seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
+      preprocessors=[*preprocessors, *tokenize, seqio.preprocessors.append_eos],
       output_features={"targets": seqio.Feature(vocabulary, add_eos=True, dtype=tf.int32)})
   TOKENIZER_FILES[name] = tokenizer
   return name
@@ -104,20 +64,28 @@ def register_local_task(name: str = gin.REQUIRED, file_patterns=gin.REQUIRED,
                         cache_dir: str | None = None) -> str:
   """A task over local files: `*.jsonl`/`*.json` lines are JSON objects with `text_key`;
   any other file holds one document per line. `file_patterns`: a glob or a list of globs.
-  JSONL is converted once to TFRecords under `cache_dir` (default ~/.cache/fineline/jsonl)."""
+  JSONL, and any file whose tokenizer cannot run in the graph (`tokenizer.json`), is
+  converted once to TFRecords under `cache_dir` (default ~/.cache/fineline/jsonl)."""
   patterns = [file_patterns] if isinstance(file_patterns, str) else list(file_patterns)
   files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
   if not files:
     raise FileNotFoundError(f"task {name!r}: no files match {patterns}")
   kinds = {f.endswith((".jsonl", ".json")) for f in files}
   if len(kinds) > 1:
-    raise ValueError(f"task {name!r}: mixes JSONL and plain-text files; use one task for each")
+    raise UserError(f"task {name!r}: mixes JSONL and plain-text files; use one task for each")
+  vocabulary = tokenizers.load_vocabulary(tokenizer)
+  cache_dir = cache_dir or _default_cache_dir()
+  if pretokenize.needs_ids(vocabulary):
+    records = pretokenize.files_as_records(files, text_key, cache_dir, vocabulary, tokenizer)
+    source = seqio.FileDataSource(tf.data.TFRecordDataset, {"train": records})
+    return _register(name, source, vocabulary, [pretokenize.decode_ids], tokenizer,
+                     pretokenized=True)
   if kinds.pop():
-    records = _jsonl_as_tfrecords(files, text_key, cache_dir or _default_cache_dir())
+    records = pretokenize.files_as_records(files, text_key, cache_dir)
     source = seqio.FileDataSource(tf.data.TFRecordDataset, {"train": records})
   else:
     source = seqio.TextLineDataSource({"train": files})
-  return _register(name, source, load_vocabulary(tokenizer), [_to_targets], tokenizer)
+  return _register(name, source, vocabulary, [_to_targets], tokenizer)
 
 
 def _default_cache_dir() -> str:
@@ -127,11 +95,21 @@ def _default_cache_dir() -> str:
 @gin.configurable
 def register_tfds_task(name: str = gin.REQUIRED, tfds_name: str = gin.REQUIRED,
                        tokenizer: str = gin.REQUIRED, text_key: str = "text",
-                       tfds_data_dir: str | None = None) -> str:
-  """A task over a TFDS dataset's `text_key` feature, e.g. tfds_name='c4/en:3.1.0'."""
+                       tfds_data_dir: str | None = None, cache_dir: str | None = None) -> str:
+  """A task over a TFDS dataset's `text_key` feature, e.g. tfds_name='c4/en:3.1.0'. With a
+  tokenizer that cannot run in the graph (`tokenizer.json`), the train split is tokenised
+  once into `cache_dir` (default ~/.cache/fineline/jsonl)."""
   source = seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir)
+  vocabulary = tokenizers.load_vocabulary(tokenizer)
+  if pretokenize.needs_ids(vocabulary):
+    records = pretokenize.tfds_as_records(tfds_name, source, "train", text_key,
+                                          cache_dir or _default_cache_dir(), vocabulary,
+                                          tokenizer)
+    source = seqio.FileDataSource(tf.data.TFRecordDataset, {"train": records})
+    return _register(name, source, vocabulary, [pretokenize.decode_ids], tokenizer,
+                     pretokenized=True)
   rekey = lambda ds: _to_targets(ds.map(lambda ex: ex[text_key]))
-  return _register(name, source, load_vocabulary(tokenizer), [rekey], tokenizer)
+  return _register(name, source, vocabulary, [rekey], tokenizer)
 
 
 @gin.configurable
@@ -160,7 +138,7 @@ def get_task(name: str):
     if name not in LAZY_TASKS:
       known = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
                      | set(LAZY_TASKS))
-      raise ValueError(f"unknown task or mixture {name!r}; registered: {', '.join(known)}")
+      raise UserError(f"unknown task or mixture {name!r}; registered: {', '.join(known)}")
     LAZY_TASKS[name]()
   return seqio.get_mixture_or_task(name)
 
@@ -179,7 +157,7 @@ class PretrainData:
                shuffle_buffer_size: int = 1000, add_bos: bool = True, bos_id: int = 1,
                process_index: int = 0, process_count: int = 1):
     if global_batch_size % process_count:
-      raise ValueError(f"global batch {global_batch_size} does not split over {process_count} hosts")
+      raise UserError(f"global batch {global_batch_size} does not split over {process_count} hosts")
     self.task_name = task
     self.sequence_length = sequence_length
     self.local_batch_size = global_batch_size // process_count
@@ -226,19 +204,21 @@ class PretrainData:
     """JSON-serialisable position of this host's iterator."""
     return {"batches": self.batches, "process_index": self.process_index,
             "process_count": self.process_count, "task": self.task_name,
-            "iterator": self._iterator._save().numpy().decode("ascii")}  # pylint: disable=protected-access
+            "position": iterator_state.save(self._iterator)}
 
   def set_state(self, state: dict) -> None:
     """Continues exactly where `get_state` was taken (same host layout), else skips ahead."""
     self._iterator = iter(self._dataset)
     same_layout = (state.get("process_count") == self.process_count
-                   and state.get("process_index") == self.process_index
-                   and state.get("iterator"))
-    if same_layout:
-      self._iterator._restore(tf.constant(state["iterator"].encode("ascii")))  # pylint: disable=protected-access
+                   and state.get("process_index") == self.process_index)
+    position = state.get("position")
+    if same_layout and position and position.get("format") == iterator_state.FORMAT:
+      iterator_state.restore(self._iterator, position)
     else:
-      logging.warning("data position was saved with %s hosts, now %d: skipping %d batches "
-                      "(not the exact token stream of the original layout)",
-                      state.get("process_count"), self.process_count, state["batches"])
+      why = (f"was saved with {state.get('process_count')} hosts, now {self.process_count}"
+             if not same_layout else "was saved in an older format (serialised tf.data "
+             "iterator), which this version does not read")
+      logging.warning("data position %s: skipping %d batches (the same documents, but not "
+                      "the exact token stream of an uninterrupted run)", why, state["batches"])
       self._iterator = iter(self._dataset.skip(state["batches"]))
     self.batches = state["batches"]

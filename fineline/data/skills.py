@@ -35,6 +35,7 @@ import sentencepiece as spm
 
 from fineline.data import skills_text
 from fineline.data import skills_world
+from fineline.errors import UserError
 
 # Bump when the generated content changes meaning; source edits also change the fingerprint.
 GENERATOR_VERSION = 1
@@ -79,7 +80,7 @@ def ensure_corpus(data_dir: str | None = None, *, seed: int = 0, num_documents: 
     return _load(data_dir)
   if (os.path.isdir(data_dir) and os.listdir(data_dir)
       and not os.path.exists(os.path.join(data_dir, _MANIFEST))):
-    raise ValueError(f"{data_dir} holds files but no {_MANIFEST}: not a skills corpus "
+    raise UserError(f"{data_dir} holds files but no {_MANIFEST}: not a skills corpus "
                      "directory, so it is left alone; pass another data_dir")
   parent = os.path.dirname(data_dir)
   os.makedirs(parent, exist_ok=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import random
 
+from fineline.errors import UserError
+
 FIRST_NAMES = (
     "Alice", "Bruno", "Clara", "Daniel", "Elena", "Felix", "Greta", "Hugo", "Iris", "Jonas",
     "Karla", "Leon", "Mira", "Nico", "Olga", "Pavel", "Rosa", "Simon", "Tara", "Victor",
@@ -96,7 +98,7 @@ def build_world(rng: random.Random, *, num_people: int = 48, num_held_out_pairs:
   """Samples people, their attributes and every held-out split."""
   names = [f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES]
   if num_people > len(names):
-    raise ValueError(f"num_people={num_people} exceeds the {len(names)} distinct names")
+    raise UserError(f"num_people={num_people} exceeds the {len(names)} distinct names")
   rng.shuffle(names)
   city_country = {}
   shuffled_cities = list(CITIES)

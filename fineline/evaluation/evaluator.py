@@ -1,253 +1,25 @@
-"""Downstream evaluation through `seqio.Evaluator`, T5X style, on a `Scorer`.
-
-`TaskSuite(names, settings)` looks the tasks up in seqio's registries (a mixture, such as
-`mmlu`, stands for its subtasks and is reported as their size-weighted mean) and builds
-one `seqio.Evaluator` per task: the task data is read and rendered once and cached, so a
-suite can score many checkpoints. `TaskSuite.run(scorer)` gathers the requests of all
-tasks, scores each kind in one pass (the scorer sorts, buckets and shares contexts across
-tasks), hands each task's slice to its evaluator's model functions and returns one entry
-per task with lm-eval's metric names. A task whose data or metrics fail is logged with its
-error and left out (listed under `errors`); the others go on.
-
-`InProcessEvaluator` (gin-configurable) runs a suite on the live parameters from inside
-the trainer after committed saves, writing MODEL_DIR/eval/results.jsonl and TensorBoard.
-"""
+"""`InProcessEvaluator` (gin-configurable): a `TaskSuite` run on the live parameters from
+inside the trainer after committed saves, writing MODEL_DIR/eval/results.jsonl and
+TensorBoard scalars under MODEL_DIR/eval."""
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import math
 import os
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import gin
-import numpy as np
-import seqio
-import tensorflow_datasets as tfds
 
 from fineline import fileio
+from fineline.errors import UserError
+from fineline.evaluation import records
+from fineline.evaluation import suite as suite_lib
 from fineline.evaluation import tasks as task_lib
-from fineline.evaluation.requests import Generate, Loglikelihood
 
 log = logging.getLogger(__name__)
-
-
-class TaskSuite:
-  """The seqio evaluators of `names` under `settings`, built once."""
-
-  def __init__(self, names: Sequence[str], settings: task_lib.Settings | None = None,
-               task_modules: Sequence[str] | None = task_lib.DEFAULT_TASK_MODULES):
-    if task_modules:
-      task_lib.import_task_modules(task_modules)
-    self.settings = settings or task_lib.Settings()
-    self.names = task_lib.resolve(list(names))
-    self.groups = {n: [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(n))]
-                   for n in self.names}
-    self.errors: dict[str, str] = {}  # tasks that could not be prepared
-    self.last_errors: dict[str, str] = {}  # those plus the failures of the latest run
-    self._evaluators: dict[str, seqio.Evaluator] = {}
-    self._examples: dict[str, list[dict]] = {}
-    self._prep_seconds: dict[str, float] = {}
-    self._fewshot: dict[str, int] = {}
-    for leaf in dict.fromkeys(t for leaves in self.groups.values() for t in leaves):
-      tick = time.time()
-      try:
-        with task_lib.use_settings(self.settings):
-          self._fewshot[leaf] = task_lib.effective_fewshot(leaf)
-          evaluator = seqio.Evaluator(leaf, task_lib.RequestFeatureConverter(),
-                                      eval_split=task_lib.SPLIT, async_compute_metrics=False)
-          if leaf not in evaluator.cached_task_datasets:
-            raise ValueError(f"task {leaf!r} has no metric functions")
-          self._examples[leaf] = [_decode(ex) for ex in
-                                  tfds.as_numpy(evaluator.cached_task_datasets[leaf])]
-        self._evaluators[leaf] = evaluator
-      except Exception as e:  # pylint: disable=broad-except
-        self._fail(leaf, e)
-      self._prep_seconds[leaf] = time.time() - tick
-
-  def _fail(self, task: str, error: Exception, errors: dict | None = None) -> None:
-    errors = self.errors if errors is None else errors
-    errors[task] = f"{type(error).__name__}: {error}"
-    log.error("evaluation task %s failed and is skipped: %s", task, errors[task])
-
-  @property
-  def prepared(self) -> list[str]:
-    """The tasks whose data is ready."""
-    return list(self._evaluators)
-
-  @property
-  def num_requests(self) -> int:
-    return sum(len(v) for v in self._examples.values())
-
-  def run(self, scorer, *, step: int | None = None, progress: bool = False,
-          samples: list | None = None) -> dict[str, dict[str, Any]]:
-    """{task: metrics} for every task that succeeded; `samples`, when a list, receives
-    one dict per request (task, doc, choice, continuation, loglikelihood, …)."""
-    errors = self.last_errors = dict(self.errors)
-    outputs, score_seconds = self._score(scorer, progress, errors)
-    leaf_results = {}
-    for leaf, evaluator in self._evaluators.items():
-      if leaf in errors:
-        continue
-      tick = time.time()
-      try:
-        leaf_results[leaf] = self._metrics(leaf, evaluator, outputs[leaf], step)
-      except Exception as e:  # pylint: disable=broad-except
-        self._fail(leaf, e, errors)
-        continue
-      leaf_results[leaf]["seconds"] = round(
-          self._prep_seconds[leaf] + score_seconds[leaf] + time.time() - tick, 3)
-      log.info("evaluated %s in %.1fs: %s", leaf, leaf_results[leaf]["seconds"],
-               {k: v for k, v in leaf_results[leaf].items() if k in ("acc", "acc_norm",
-                "exact_match", "perplexity", "bits_per_byte", "pass@1")})
-      # Per-request outcomes a metric reports (code execution results), for the samples.
-      details = leaf_results[leaf].pop("sample_details", None)
-      if samples is not None:
-        samples.extend(_samples(leaf, self._examples[leaf], outputs[leaf], details))
-    self._prep_seconds = collections.defaultdict(float)  # data preparation is paid once
-    results = {}
-    for name, leaves in self.groups.items():
-      failed = [t for t in leaves if t not in leaf_results]
-      if failed:
-        if len(leaves) > 1:
-          errors[name] = f"subtasks failed: {failed}"
-        continue
-      entry = leaf_results[name] if leaves == [name] else _aggregate(
-          {t: leaf_results[t] for t in leaves})
-      info = task_lib.task_info(name)
-      split = (self._examples[leaves[0]] or [{"meta": {}}])[0]["meta"].get("split")
-      entry.update(num_fewshot=self._fewshot[leaves[0]], capability=info.capability,
-                   chance=info.chance, primary_metric=info.primary_metric, split=split)
-      results[name] = entry
-    return results
-
-  def _score(self, scorer, progress: bool, errors: dict):
-    """All requests of all tasks, one scorer call per kind; when a call fails, the tasks
-    of that kind are retried one by one so that only the failing ones are dropped."""
-    by_kind = collections.defaultdict(list)  # kind → [(leaf, index, example)]
-    for leaf, examples in self._examples.items():
-      for i, ex in enumerate(examples):
-        by_kind[ex["kind"]].append((leaf, i, ex))
-    outputs = {leaf: [None] * len(ex) for leaf, ex in self._examples.items()}
-    seconds = collections.defaultdict(float)
-    for kind, items in by_kind.items():
-      try:
-        self._score_items(scorer, kind, items, outputs, seconds, progress)
-      except Exception:  # pylint: disable=broad-except
-        log.warning("scoring all %s requests together failed; retrying task by task", kind)
-        for leaf in dict.fromkeys(leaf for leaf, _, _ in items):
-          try:
-            self._score_items(scorer, kind, [it for it in items if it[0] == leaf], outputs,
-                              seconds, progress)
-          except Exception as e:  # pylint: disable=broad-except
-            self._fail(leaf, e, errors)
-    return outputs, seconds
-
-  @staticmethod
-  def _score_items(scorer, kind, items, outputs, seconds, progress):
-    tick = time.time()
-    if kind == "loglikelihood":
-      got = scorer.loglikelihood([Loglikelihood(ex["context"], ex["continuation"])
-                                  for _, _, ex in items], progress=progress)
-    elif kind == "loglikelihood_rolling":
-      got = [(ll, False) for ll in scorer.loglikelihood_rolling(
-          [ex["context"] for _, _, ex in items], progress=progress)]
-    elif kind == "generate":
-      got = scorer.generate([Generate(ex["context"], tuple(ex["until"]), ex["max_new_tokens"],
-                                      **_sampling(ex["meta"])) for _, _, ex in items],
-                            progress=progress)
-    else:
-      raise ValueError(f"unknown request kind {kind!r}")
-    share = (time.time() - tick) / max(len(items), 1)  # apportioned by request count
-    for (leaf, i, _), out in zip(items, got):
-      outputs[leaf][i] = out
-      seconds[leaf] += share
-
-  def _metrics(self, leaf: str, evaluator: seqio.Evaluator, outputs: list, step):
-    if outputs and isinstance(outputs[0], str):
-      encoded = [task_lib.BYTE_VOCAB.encode(text) for text in outputs]
-      width = max([len(e) for e in encoded] + [1])
-      rows = [e + [0] * (width - len(e)) for e in encoded]  # 0 is padding to the vocabulary
-      model_fns = {"predict_fn": lambda ds: list(enumerate(rows))}
-    else:
-      model_fns = {"score_fn": lambda ds: [(i, (float(ll), float(g)))
-                                           for i, (ll, g) in enumerate(outputs)]}
-    future, _ = evaluator.evaluate(compute_metrics=True, step=step, **model_fns)
-    metrics = future.result()[leaf]
-    return {k: _plain(v.value if hasattr(v, "value") else v) for k, v in metrics.items()}
-
-
-def _decode(ex: dict) -> dict:
-  text = lambda k: ex[k].decode("utf-8")
-  return {"kind": text("kind"), "context": text("context"),
-          "continuation": text("continuation"), "until": json.loads(text("until")),
-          "max_new_tokens": int(ex["max_new_tokens"]), "meta": json.loads(text("meta"))}
-
-
-def _plain(v):
-  if isinstance(v, (np.floating, np.integer)):
-    v = v.item()
-  if isinstance(v, float) and not math.isfinite(v):
-    return None
-  return v
-
-
-def _aggregate(subtasks: dict[str, dict]) -> dict:
-  """Size-weighted means of the subtasks' metrics and the pooled standard errors
-  (lm-eval's group aggregation with weight_by_size)."""
-  sizes = {t: r["n"] for t, r in subtasks.items()}
-  total = sum(sizes.values())
-  first = next(iter(subtasks.values()))
-  metrics = [k for k in first if k not in ("n", "seconds") and not k.endswith("_stderr")
-             and isinstance(first[k], (int, float))]
-  out: dict[str, Any] = {"n": total}
-  for m in metrics:
-    out[m] = sum(r[m] * sizes[t] for t, r in subtasks.items()) / total
-    errs = [(r.get(f"{m}_stderr"), sizes[t]) for t, r in subtasks.items()]
-    if all(e is not None for e, _ in errs) and total > len(errs):
-      pooled = sum((n - 1) * e ** 2 * n for e, n in errs) / (total - len(errs))
-      out[f"{m}_stderr"] = math.sqrt(pooled / total)
-    else:
-      out[f"{m}_stderr"] = None
-  out["seconds"] = round(sum(r.get("seconds", 0.0) for r in subtasks.values()), 3)
-  out["subtasks"] = subtasks
-  return out
-
-
-def _sampling(meta: dict) -> dict:
-  """A generation request's sampling settings, when its task samples."""
-  return {k: meta[k] for k in ("temperature", "top_p", "seed") if k in meta}
-
-
-def _samples(leaf: str, examples: list[dict], outputs: list,
-             details: list | None = None) -> list[dict]:
-  rows = []
-  for i, (ex, out) in enumerate(zip(examples, outputs)):
-    row = {"task": leaf, **{k: v for k, v in ex["meta"].items() if k in ("doc", "choice",
-                                                                       "gold")}}
-    if ex["kind"] == "generate":
-      row.update(generation=out, answers=ex["meta"].get("answers"))
-    else:
-      row.update(continuation=ex["continuation"] if ex["kind"] == "loglikelihood" else None,
-                 loglikelihood=float(out[0]), is_greedy=bool(out[1]))
-    if details is not None:
-      row.update(details[i])
-    rows.append(row)
-  return rows
-
-
-def make_record(tasks: dict, *, model: str | None, checkpoint: str | None,
-                step: int | None, tokens: int | None, errors: dict | None = None) -> dict:
-  """The result record shared by `fineline eval`, series files and in-process evaluation."""
-  record = {"model": model, "checkpoint": checkpoint, "step": step, "tokens": tokens,
-            "tasks": tasks}
-  if errors:
-    record["errors"] = dict(errors)
-  return record
 
 
 @gin.configurable
@@ -255,15 +27,16 @@ class InProcessEvaluator:
   """Scores downstream tasks on the live train state after committed saves.
 
   gin binds the evaluation (`tasks`, `num_fewshot`, `limit`, `every_n_saves`, `data_dir`,
-  `batch_size`, `task_modules`, `num_samples` for pass@k) and usually `model_dir = %MODEL_DIR`; the trainer calls
-  `maybe_evaluate(params, step=, tokens=, save_index=)` after each committed save, and may
-  hand over what it knows with `setup(model_cfg=…, vocab=…, mesh=…, shardings=…)`. Unless
-  given, the model config comes from that save's checkpoint meta, the tokenizer from
-  MODEL_DIR/tokenizer/, and the mesh from the parameters' own sharding, so the live
+  `batch_size`, `task_modules`, `num_samples` for pass@k) and usually `model_dir = %MODEL_DIR`;
+  the trainer calls `maybe_evaluate(params, step=, tokens=, save_index=)` after each
+  committed save. The model config comes from that save's checkpoint meta, the tokenizer
+  from MODEL_DIR/tokenizer/, and the mesh from the parameters' own sharding, so the live
   parameters are scored where they are. Saves whose save_index is a multiple of
   `every_n_saves` append a record to MODEL_DIR/eval/results.jsonl and scalars
   `<task>/<metric>` to TensorBoard under MODEL_DIR/eval. The task data is read once, at
-  the first evaluation. Failures are logged and never raised: training goes on.
+  the first evaluation. A failing task is recorded under the record's `errors` and the
+  others go on (the suite's task boundary); a run without model_dir or tokenizer is a
+  `UserError` at the first evaluation.
   """
 
   def __init__(self, tasks: Sequence[str] = ("hellaswag", "arc_easy", "arc_challenge",
@@ -275,66 +48,50 @@ class InProcessEvaluator:
                write_samples: bool = False, model_dir: str | None = None,
                model_name: str | None = None, num_samples: int | None = None):
     if every_n_saves < 1:
-      raise ValueError(f"InProcessEvaluator.every_n_saves must be >= 1, got {every_n_saves}")
+      raise UserError(f"InProcessEvaluator.every_n_saves must be >= 1, got {every_n_saves}")
     self.tasks, self.every_n_saves = list(tasks), every_n_saves
     self.settings = task_lib.Settings(data_dir=data_dir, num_fewshot=num_fewshot, limit=limit,
                                       num_samples=num_samples)
     self.batch_size, self.max_length = batch_size, max_length
     self.task_modules, self.write_samples = tuple(task_modules), write_samples
-    self.run: dict[str, Any] = {}
+    self.model_dir, self.model_name = model_dir, model_name
     self._suite, self._scorer = None, None
-    self.setup(model_dir=model_dir, model_name=model_name)
-
-  def setup(self, *, model_dir: str | None = None, model_cfg=None, vocab=None, mesh=None,
-            shardings=None, model_name: str | None = None) -> "InProcessEvaluator":
-    given = dict(model_dir=model_dir, model_cfg=model_cfg, vocab=vocab, mesh=mesh,
-                 shardings=shardings, model_name=model_name)
-    self.run.update({k: v for k, v in given.items() if v is not None})
-    return self
 
   def maybe_evaluate(self, params, *, step: int, tokens: int | None = None,
                      save_index: int | None = None) -> dict | None:
     if save_index is not None and save_index % self.every_n_saves:
       return None
     tick = time.time()
-    try:
-      record = self._evaluate(params, step, tokens)
-    except Exception as e:  # pylint: disable=broad-except
-      log.exception("in-process evaluation at step %s failed; training continues", step)
-      record = make_record({}, model=self.run.get("model_name"), checkpoint=None, step=step,
-                           tokens=tokens, errors={"evaluation": f"{type(e).__name__}: {e}"})
+    record = self._evaluate(params, step, tokens)
     record["seconds"] = round(time.time() - tick, 3)
-    if "model_dir" in self.run:
+    if self.model_dir:
       self._write(record)
     return record
 
   def _evaluate(self, params, step, tokens):
     import jax  # pylint: disable=import-outside-toplevel
     from fineline.evaluation.scorer import Scorer  # pylint: disable=import-outside-toplevel
-    model_dir = self.run.get("model_dir")
-    if self._suite is None:
-      self._suite = TaskSuite(self.tasks, self.settings, self.task_modules)
+    model_dir = self.model_dir
     if self._scorer is None:
-      cfg = self.run.get("model_cfg") or _config_from_save(model_dir, step)
-      vocab = self.run.get("vocab") or _run_vocabulary(model_dir)
-      mesh, shardings = self.run.get("mesh"), self.run.get("shardings")
-      if mesh is None:
-        leaf = jax.tree.leaves(params)[0]
-        mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
-        if mesh is not None and getattr(mesh, "size", 1) == 1:
-          mesh = None
+      cfg = _config_from_save(model_dir, step)
+      vocab = _run_vocabulary(model_dir)
+      leaf = jax.tree.leaves(params)[0]
+      mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
+      if mesh is not None and getattr(mesh, "size", 1) == 1:
+        mesh = None
       self._scorer = Scorer(cfg, params, vocab, batch_size=self.batch_size,
-                            max_length=self.max_length, mesh=mesh,
-                            shardings=shardings if mesh is not None else None)
+                            max_length=self.max_length, mesh=mesh)
+    if self._suite is None:
+      self._suite = suite_lib.TaskSuite(self.tasks, self.settings, self.task_modules)
     # One scorer for the whole run: its jitted functions compile once.
     self._scorer.params = params
     samples = [] if self.write_samples else None
     results = self._suite.run(self._scorer, step=step, samples=samples)
     checkpoint = (os.fspath(fileio.resolve(model_dir) / "checkpoints" / str(step))
                   if model_dir else None)
-    record = make_record(results, model=self.run.get("model_name") or model_dir,
-                         checkpoint=checkpoint, step=step, tokens=tokens,
-                         errors=self._suite.last_errors)
+    record = records.make_record(results, model=self.model_name or model_dir,
+                                 checkpoint=checkpoint, step=step, tokens=tokens,
+                                 errors=self._suite.last_errors)
     if samples and model_dir and jax.process_index() == 0:
       fileio.write_text(fileio.resolve(model_dir) / "eval" / f"samples_{step}.jsonl",
                         "".join(json.dumps(row) + "\n" for row in samples))
@@ -344,7 +101,7 @@ class InProcessEvaluator:
     import jax  # pylint: disable=import-outside-toplevel
     if jax.process_index() != 0:
       return
-    eval_dir = fileio.resolve(self.run["model_dir"]) / "eval"
+    eval_dir = fileio.resolve(self.model_dir) / "eval"
     results = fileio.JsonlLog(eval_dir / "results.jsonl")
     results.append(record)
     results.close()
@@ -369,7 +126,7 @@ def _config_from_save(model_dir: str | None, step: int):
   from fineline import checkpointing  # pylint: disable=import-outside-toplevel
   from fineline.models.config import LlamaConfig  # pylint: disable=import-outside-toplevel
   if not model_dir:
-    raise ValueError("InProcessEvaluator needs model_cfg or model_dir (setup())")
+    raise UserError("InProcessEvaluator.model_dir is not set (bind it to %MODEL_DIR)")
   meta = checkpointing.read_meta(fileio.resolve(model_dir) / "checkpoints" / str(step))
   return LlamaConfig.from_dict(meta["model_config"])
 
@@ -377,6 +134,6 @@ def _config_from_save(model_dir: str | None, step: int):
 def _run_vocabulary(model_dir: str | None):
   from fineline import tokenizers  # pylint: disable=import-outside-toplevel
   if not model_dir or not (fileio.resolve(model_dir) / "tokenizer").is_dir():
-    raise ValueError(f"InProcessEvaluator needs vocab or a tokenizer in "
-                     f"{model_dir}/tokenizer/ (setup())")
+    raise UserError(f"InProcessEvaluator: no tokenizer in {model_dir}/tokenizer/ (the run's "
+                    "data names no tokenizer file)")
   return tokenizers.load_vocabulary(fileio.resolve(model_dir) / "tokenizer")

@@ -18,6 +18,8 @@ a request's text does not depend on its batch.
 from __future__ import annotations
 
 import functools
+import json
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -26,21 +28,28 @@ import tqdm
 
 from fineline.evaluation import packing
 from fineline.evaluation import requests as requests_lib
+from fineline.models import llama
+from fineline.models.config import LlamaConfig
 
 _STEPS_PER_CALL = 32
 
 
-class GreedyDecoder:
-  """Generation for a `Scorer` (its jitted functions, params, vocab, batch size, mesh)."""
+class Decoder:
+  """Generation for one model configuration: its jitted prefill and decoding loops, on
+  `placement`'s devices, `batch_size` prompts at a time; prompts are cut to `max_length`
+  minus the tokens to generate. `generate(params, requests)` takes the parameters of the
+  call, so one decoder serves a series of checkpoints."""
 
-  def __init__(self, scorer):
-    self.scorer = scorer
-    self.eos_id = int(scorer.cfg.eos_token_id)  # what HF generate stops at
-    self.skip_ids = special_ids(scorer.vocab)
+  def __init__(self, cfg, vocab, placement, *, batch_size: int, max_length: int):
+    self.cfg, self.vocab, self.placement = cfg, vocab, placement
+    self.batch_size, self.max_length = batch_size, max_length
+    self.eos_id = int(cfg.eos_token_id)  # what HF generate stops at
+    self.skip_ids = special_ids(vocab)
+    self.fns = _jitted(json.dumps(cfg.to_dict(), sort_keys=True))
 
-  def generate(self, requests, progress: bool = False) -> list[str]:
-    s = self.scorer
-    prompts = [requests_lib.encode_prompt(s.vocab, r.context, s.max_length, r.max_new_tokens)
+  def generate(self, params, requests, progress: bool = False) -> list[str]:
+    prompts = [requests_lib.encode_prompt(self.vocab, r.context, self.max_length,
+                                          r.max_new_tokens)
                for r in requests]
     results: list[str | None] = [None] * len(requests)
     if not requests:
@@ -53,20 +62,32 @@ class GreedyDecoder:
     greedy = [i for i in order if requests[i].temperature <= 0]
     sampled = [i for i in order if requests[i].temperature > 0]
     for group in (greedy, sampled):
-      for start in range(0, len(group), s.batch_size):
-        idx = group[start:start + s.batch_size]
-        texts = self._generate_batch([prompts[i] for i in idx], [requests[i] for i in idx],
-                                     slots)
+      for start in range(0, len(group), self.batch_size):
+        idx = group[start:start + self.batch_size]
+        texts = self._generate_batch(params, [prompts[i] for i in idx],
+                                     [requests[i] for i in idx], slots)
         for i, text in zip(idx, texts):
           results[i] = text
         bar.update(len(idx))
     bar.close()
     return results
 
-  def _generate_batch(self, prompts, requests, slots) -> list[str]:
-    s = self.scorer
+  def _prefill(self, params, sequences, slots: int):
+    """A KV cache holding each sequence but its last token (padded rows stay empty)."""
+    rows = self.placement.rows(len(sequences), self.batch_size)
+    prefix_BxS = np.zeros((rows, packing.bucket(max(len(s) - 1 for s in sequences), 16)), np.int32)
+    prefix_len_B = np.zeros((rows,), np.int32)
+    for b, seq in enumerate(sequences):
+      prefix_BxS[b, :len(seq) - 1] = seq[:-1]
+      prefix_len_B[b] = len(seq) - 1
+    return self.fns.prefill(params, self.placement.put(prefix_BxS),
+                            self.placement.put(prefix_len_B), slots)
+
+  def _generate_batch(self, params, prompts, requests, slots) -> list[str]:
+    put = self.placement.put
     n = len(prompts)
-    cache = s._prefill(prompts, slots)  # pylint: disable=protected-access
+    with self.placement.rules():
+      cache = self._prefill(params, prompts, slots)
     b_rows = cache["end"].shape[0]
     last_B = np.full((b_rows,), self.eos_id, np.int32)
     last_B[:n] = [p[-1] for p in prompts]
@@ -83,20 +104,20 @@ class GreedyDecoder:
       temperature_B[:n] = [r.temperature for r in requests]
       top_p_B[:n] = [r.top_p for r in requests]
       seed_B[:n] = [r.seed & 0x7FFFFFFF for r in requests]
-    with s._activation_rules():  # pylint: disable=protected-access
-      token_B, done_dev_B = s._put(last_B), s._put(done_B)  # pylint: disable=protected-access
+    with self.placement.rules():
+      token_B, done_dev_B = put(last_B), put(done_B)
       if sampling:
-        sample_args = tuple(s._put(a) for a in (temperature_B, top_p_B, seed_B))  # pylint: disable=protected-access
+        sample_args = tuple(put(a) for a in (temperature_B, top_p_B, seed_B))
       while steps < max_new and not all(finished):
         limit = min(_STEPS_PER_CALL, max_new - steps)
         if sampling:
-          out_BxC, token_B, done_dev_B, cache = s.fns.sample(
-              s.params, cache, token_B, done_dev_B, jnp.int32(limit), *sample_args,
+          out_BxC, token_B, done_dev_B, cache = self.fns.sample(
+              params, cache, token_B, done_dev_B, jnp.int32(limit), *sample_args,
               jnp.int32(steps))
         else:
-          out_BxC, token_B, done_dev_B, cache = s.fns.decode(
-              s.params, cache, token_B, done_dev_B, jnp.int32(limit))
-        out_BxC = _fetch(out_BxC)[:, :limit]
+          out_BxC, token_B, done_dev_B, cache = self.fns.decode(
+              params, cache, token_B, done_dev_B, jnp.int32(limit))
+        out_BxC = self.placement.fetch(out_BxC)[:, :limit]
         steps += limit
         for b in range(n):
           if not finished[b]:
@@ -113,11 +134,11 @@ class GreedyDecoder:
   def _finished(self, tokens, request) -> bool:
     if self.eos_id in tokens or len(tokens) >= request.max_new_tokens:
       return True
-    text = decode_like_hf(self.scorer.vocab, self._visible(tokens, request))
+    text = decode_like_hf(self.vocab, self._visible(tokens, request))
     return any(stop and stop in text for stop in request.until)
 
   def _text(self, tokens, request) -> str:
-    text = decode_like_hf(self.scorer.vocab, self._visible(tokens, request))
+    text = decode_like_hf(self.vocab, self._visible(tokens, request))
     return requests_lib.cut_at_stop(text, request.until)
 
 
@@ -151,22 +172,35 @@ def decode_like_hf(vocab, ids) -> str:
 
 
 def special_ids(vocab) -> set[int]:
-  """Ids that lm-eval's decode (`skip_special_tokens=True`) leaves out of generated text."""
+  """Ids that lm-eval's decode (`skip_special_tokens=True`) leaves out of generated text:
+  the vocabulary's `special_ids` (fineline's tokenizers), else its BOS, EOS and UNK."""
   ids = getattr(vocab, "special_ids", None)
   if ids is None:
     ids = {getattr(vocab, name, None) for name in ("bos_id", "eos_id", "unk_id")}
-    # A `tokenizers`-backed vocabulary: its added tokens flagged special are skipped too.
-    added = getattr(getattr(vocab, "_tok", None), "get_added_tokens_decoder", None)
-    if added is not None:
-      ids |= {i for i, token in added().items() if token.special}
   return {int(i) for i in ids if i is not None and i >= 0}
 
 
-def _fetch(x) -> np.ndarray:
-  if getattr(x, "is_fully_addressable", True):
-    return np.asarray(x)
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+class _Functions(typing.NamedTuple):
+  prefill: typing.Callable
+  decode: typing.Callable
+  sample: typing.Callable
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(cfg_json: str) -> _Functions:
+  """The jitted functions of one model configuration, shared by every Decoder of it so
+  that a new checkpoint of the same model reuses the compiled programs."""
+  model = llama.Llama(LlamaConfig.from_dict(json.loads(cfg_json)))
+  return _Functions(prefill=jax.jit(functools.partial(_prefill, model), static_argnums=(3,)),
+                    decode=jit_decode(model), sample=jit_sample(model))
+
+
+def _prefill(model, params, prefix_BxS, prefix_len_B, slots):
+  """The cache after `prefix_BxS` (row b's first prefix_len_B[b] tokens count); the
+  logits are unused, so XLA drops the LM head."""
+  cache = llama.init_cache(model.cfg, prefix_BxS.shape[0], slots)
+  _, cache = model.apply({"params": params}, prefix_BxS, cache=cache, lengths_B=prefix_len_B)
+  return cache
 
 
 def jit_decode(model):

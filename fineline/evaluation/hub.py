@@ -31,6 +31,7 @@ import time
 from typing import Callable
 
 from fineline.evaluation import series as series_lib
+from fineline.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -134,20 +135,20 @@ def select_revisions(spec: str, available: list[str] | None, repo: str) -> list[
     names = [n.strip() for n in spec.split(",") if n.strip()]
     missing = [n for n in names if available is not None and n not in available]
     if missing:
-      raise ValueError(f"--revisions: {', '.join(missing)} not among {repo}'s revisions "
+      raise UserError(f"--revisions: {', '.join(missing)} not among {repo}'s revisions "
                        f"({_summary(available)})")
     return names
   if len(parts) > 3:
-    raise ValueError(f"--revisions {spec!r}: expected FIRST:LAST[:STRIDE] or a comma list")
+    raise UserError(f"--revisions {spec!r}: expected FIRST:LAST[:STRIDE] or a comma list")
   first, last = (_NUMBERED.fullmatch(p) for p in parts[:2])
   if not (first and last) or (first[1], first[3]) != (last[1], last[3]):
-    raise ValueError(f"--revisions {spec!r}: FIRST and LAST must be names that differ only "
+    raise UserError(f"--revisions {spec!r}: FIRST and LAST must be names that differ only "
                      "in their number, such as ckpt_000:ckpt_359")
   try:
     stride = int(parts[2]) if len(parts) == 3 else 1
     assert stride > 0
   except (ValueError, AssertionError):
-    raise ValueError(f"--revisions {spec!r}: STRIDE must be a positive integer") from None
+    raise UserError(f"--revisions {spec!r}: STRIDE must be a positive integer") from None
   lo, hi = int(first[2]), int(last[2])
   if available is None:  # unlisted: the names as the range spells them
     return [f"{first[1]}{n:0{len(first[2])}d}{first[3]}" for n in range(lo, hi + 1, stride)]
@@ -158,7 +159,7 @@ def select_revisions(spec: str, available: list[str] | None, repo: str) -> list[
         and (int(m[2]) - lo) % stride == 0:
       picked.append((int(m[2]), name))
   if not picked:
-    raise ValueError(f"--revisions {spec!r} matched none of {repo}'s {len(available)} "
+    raise UserError(f"--revisions {spec!r} matched none of {repo}'s {len(available)} "
                      f"revisions ({_summary(available)})")
   return [name for _, name in sorted(picked)]
 
@@ -198,14 +199,14 @@ def plan(client: Client, *, repo: str | None = None, revisions: str | None = Non
   """The series `--hf_repo REPO --revisions SPEC` or `--hf_repos ID|PATTERN …` names."""
   if repo:
     if not revisions:
-      raise ValueError("--hf_repo needs --revisions: a comma list, FIRST:LAST[:STRIDE], or main")
+      raise UserError("--hf_repo needs --revisions: a comma list, FIRST:LAST[:STRIDE], or main")
     names = select_revisions(revisions, client.revisions(repo), repo)
     return [checkpoint_for(repo, name, tokens_per_step) for name in names]
   ids = []
   for pattern in repos or []:
     found = client.repos(pattern)
     if not found:
-      raise ValueError(f"--hf_repos {pattern!r} matched no model repository"
+      raise UserError(f"--hf_repos {pattern!r} matched no model repository"
                        + (" in the cache (offline)" if client.offline else ""))
     ids.extend(i for i in found if i not in ids)
   out = [checkpoint_for(i, None, tokens_per_step) for i in ids]

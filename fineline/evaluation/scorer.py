@@ -17,7 +17,6 @@ Generation (`generate`) prefills a KV cache and decodes from it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import typing
@@ -30,6 +29,7 @@ import tqdm
 
 from fineline.evaluation import generate as generate_lib
 from fineline.evaluation import packing
+from fineline.evaluation import placement as placement_lib
 from fineline.evaluation import requests as requests_lib
 from fineline.models import llama
 from fineline.models import target_logprobs
@@ -69,14 +69,11 @@ class Scorer:
     self.mesh = mesh
     self.shardings = shardings
     self.params = params
-    self._row_multiple = 1
-    replicated = None
-    if mesh is not None:
-      from fineline import partitioning  # pylint: disable=import-outside-toplevel
-      replicated = partitioning.replicated(mesh)
-      self._row_multiple = partitioning.data_parallel_size(mesh)
-    self.fns = _jitted(json.dumps(model_cfg.to_dict(), sort_keys=True), replicated)
-    self._decoder = generate_lib.GreedyDecoder(self)
+    self.placement = placement_lib.Placement(mesh)
+    self.fns = _jitted(json.dumps(model_cfg.to_dict(), sort_keys=True),
+                       self.placement.replicated())
+    self._decoder = generate_lib.Decoder(model_cfg, vocab, self.placement,
+                                         batch_size=batch_size, max_length=self.max_length)
 
   @property
   def params(self):
@@ -116,7 +113,7 @@ class Scorer:
   def generate(self, requests: list[Generate], progress: bool = False) -> list[str]:
     """Continuations (greedy, or sampled where a request has a temperature), cut at the
     first stop string, EOS or `max_new_tokens`."""
-    return self._decoder.generate(requests, progress=progress)
+    return self._decoder.generate(self.params, requests, progress=progress)
 
   def loglikelihood_tokens(self, pairs, progress: bool = False) -> list[tuple[float, bool]]:
     """Scores already-tokenised (context_ids, continuation_ids) pairs."""
@@ -134,15 +131,16 @@ class Scorer:
     bar = tqdm.tqdm(total=len(pairs), desc="loglikelihood", disable=not progress)
     pending = None
     pieces = packing.pieces(groups, pairs, _MAX_PIECE)
-    chunk = _HEAD_CHUNK * self._row_multiple
+    chunk = _HEAD_CHUNK * self.placement.row_multiple
     for row_len, all_rows in packing.batches(pieces, _MIN_ROW, self._rows_per_call):
       for rows in self._calls(all_rows):
         num_rows = self._rows(len(rows))
         arrays, num_targets, entries = packing.layout(rows, pairs, num_rows, row_len,
                                                       -(-num_rows * row_len // chunk) * chunk)
-        with self._activation_rules():
-          outputs = self.fns.score(self.params, *(self._put(a) for a in arrays[:4]),
-                                   *(self._put(a, split=False) for a in arrays[4:]),
+        put = self.placement.put
+        with self.placement.rules():
+          outputs = self.fns.score(self.params, *(put(a) for a in arrays[:4]),
+                                   *(put(a, split=False) for a in arrays[4:]),
                                    jnp.int32(-(-num_targets // chunk)), chunk)
         if pending is not None:  # read the previous call's results while this one runs
           self._collect(*pending, results, bar)
@@ -152,7 +150,7 @@ class Scorer:
     bar.close()
     return results
 
-  # ---- internals (also used by generation) ---------------------------------------------
+  # ---- internals ------------------------------------------------------------------------
 
   def _rows_per_call(self, row_len: int) -> int:
     """Rows of one scoring call: a power of two within `batch_size` × `_MIN_ROW` tokens."""
@@ -177,74 +175,29 @@ class Scorer:
     bar.update(len(entries))
 
   def _rows(self, n: int) -> int:
-    """Padded batch rows: a power of two (or `batch_size`), a multiple of the data axes."""
-    size = 1 << max(0, n - 1).bit_length()
-    if size > self.batch_size >= n:
-      size = self.batch_size
-    return -(-size // self._row_multiple) * self._row_multiple
-
-  def _prefill(self, sequences, slots: int):
-    """A KV cache holding each sequence but its last token (padded rows stay empty)."""
-    rows = self._rows(len(sequences))
-    prefix_BxS = np.zeros((rows, packing.bucket(max(len(s) - 1 for s in sequences), 16)), np.int32)
-    prefix_len_B = np.zeros((rows,), np.int32)
-    for b, seq in enumerate(sequences):
-      prefix_BxS[b, :len(seq) - 1] = seq[:-1]
-      prefix_len_B[b] = len(seq) - 1
-    with self._activation_rules():
-      return self.fns.prefill(self.params, self._put(prefix_BxS), self._put(prefix_len_B),
-                              slots)
-
-  def _put(self, x_np: np.ndarray, split: bool = True):
-    """Host batch → device, split over the data axes (else replicated) on a mesh."""
-    if self.mesh is None:
-      return jnp.asarray(x_np)
-    from fineline import partitioning  # pylint: disable=import-outside-toplevel
-    from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
-    spec = P("batch" if split else None, *([None] * (x_np.ndim - 1)))
-    sharding = NamedSharding(self.mesh, partitioning.logical_to_mesh(spec))
-    return jax.make_array_from_callback(x_np.shape, sharding, lambda index: x_np[index])
-
-  def _activation_rules(self):
-    if self.mesh is None:
-      return contextlib.nullcontext()
-    from fineline import partitioning  # pylint: disable=import-outside-toplevel
-    return partitioning.activation_rules(self.mesh)
+    return self.placement.rows(n, self.batch_size)
 
 
 class _Functions(typing.NamedTuple):
-  prefill: typing.Callable
   score: typing.Callable
-  decode: typing.Callable
-  sample: typing.Callable
 
 
 @functools.lru_cache(maxsize=None)
 def _jitted(cfg_json: str, replicated) -> _Functions:
-  """The jitted functions of one model configuration, shared by every Scorer of it so
-  that a new checkpoint of the same model reuses the compiled programs."""
+  """The jitted scoring function of one model configuration, shared by every Scorer of it
+  so that a new checkpoint of the same model reuses the compiled program."""
   model = llama.Llama(LlamaConfig.from_dict(json.loads(cfg_json)))
   return _Functions(
-      prefill=jax.jit(functools.partial(_prefill, model), static_argnums=(3,)),
       score=jax.jit(functools.partial(_score_packed, model), static_argnums=(8,),
-                    out_shardings=replicated, compiler_options=_score_compiler_options()),
-      decode=generate_lib.jit_decode(model), sample=generate_lib.jit_sample(model))
+                    out_shardings=replicated, compiler_options=score_compiler_options()))
 
 
-def _score_compiler_options():
-  """On CPU, XLA's Eigen matmuls in place of its default YNNPACK ones, for the products the
-  native kernels do not take (`fineline.models.native`): on the scoring forward's shapes
-  (thousands of tokens × the model width) they ran 7–20% faster here, in interleaved runs of
-  the same calls; YNNPACK's elementwise fusions brought no gain."""
+def score_compiler_options():
+  """XLA options of the scoring function: on CPU, XLA's Eigen matmuls in place of its
+  default YNNPACK ones, for the products the native kernels do not take
+  (`fineline.models.native`), chosen on the scoring forward's shapes (thousands of tokens
+  × the model width); tools/bench/eval_throughput.py --xla_default_matmuls compares."""
   return {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else None
-
-
-def _prefill(model, params, prefix_BxS, prefix_len_B, slots):
-  """The cache after `prefix_BxS` (row b's first prefix_len_B[b] tokens count); the
-  logits are unused, so XLA drops the LM head."""
-  cache = llama.init_cache(model.cfg, prefix_BxS.shape[0], slots)
-  _, cache = model.apply({"params": params}, prefix_BxS, cache=cache, lengths_B=prefix_len_B)
-  return cache
 
 
 def _score_packed(model, params, tokens_BxL, positions_BxL, segments_BxL, branches_BxL,

@@ -10,7 +10,8 @@ A series is given as any mix of
   a checkpoint itself.
 `evaluate_series` writes one result record per checkpoint to a JSONL file, appending each
 as soon as it is complete; a restart reads the file and skips the checkpoints it already
-holds (a torn last line from a killed run is dropped).
+holds (a torn last line from a killed run is dropped). On several hosts, each scores the
+same checkpoints (those process 0's file lacks) and process 0 alone writes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Callable, Iterable
 import tqdm
 
 from fineline import fileio
+from fineline.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +113,8 @@ def _read_list_file(path) -> list[Checkpoint]:
         step = int(parts[1]) if len(parts) > 1 and parts[1] != "-" else None
         tokens = int(float(parts[2])) if len(parts) > 2 else None
     except (ValueError, KeyError, IndexError) as e:
-      raise ValueError(f"{path}:{lineno}: expected 'PATH [STEP [TOKENS]]' or a JSON object "
-                       f"with 'path', got {line!r} ({e})") from e
+      raise UserError(f"{path}:{lineno}: expected 'PATH [STEP [TOKENS]]' or a JSON object "
+                      f"with 'path', got {line!r} ({e})") from e
     ckpt = os.path.expanduser(ckpt)
     if not (fileio.is_url(ckpt) or os.path.isabs(ckpt)):  # relative to the list file
       ckpt = (os.fspath(path.parent / ckpt) if fileio.is_url(path)
@@ -126,11 +128,14 @@ def _read_list_file(path) -> list[Checkpoint]:
 
 def read_records(output) -> list[dict]:
   """The complete records in a series file (either `fileio.JsonlLog` layout); a torn last
-  line left by a killed run is dropped (and cut off the file)."""
-  return fileio.read_jsonl(output, repair=True)
+  line left by a killed run is dropped (and, by process 0, cut off the file)."""
+  return fileio.read_jsonl(output, repair=_process_index() == 0)
 
 
 def append_record(output, record: dict) -> None:
+  """Appends `record` to `output` (process 0 only: the other hosts hold the same one)."""
+  if _process_index() != 0:
+    return
   log_file = fileio.JsonlLog(output)
   log_file.append(record)
   log_file.close()
@@ -146,11 +151,28 @@ def pending(checkpoints: list, output: str) -> list:
   record of a failed download (errors["download"]) does not count: it is tried again."""
   done = {_key(r["checkpoint"]) for r in read_records(output)
           if r.get("checkpoint") and "download" not in (r.get("errors") or {})}
-  todo = [c for c in checkpoints if _key(c.path) not in done]
+  todo = _agreed([_key(c.path) not in done for c in checkpoints])
+  todo = [c for c, wanted in zip(checkpoints, todo) if wanted]
   if len(todo) < len(checkpoints):
     log.info("%s already holds %d of %d checkpoints; evaluating the other %d", output,
              len(checkpoints) - len(todo), len(checkpoints), len(todo))
   return todo
+
+
+def _agreed(wanted: list[bool]) -> list[bool]:
+  """Process 0's answer on every host: the hosts must score the same checkpoints, and only
+  process 0's output file need exist."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() == 1 or not wanted:
+    return wanted
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return [bool(w) for w in multihost_utils.broadcast_one_to_all(np.asarray(wanted, np.int32))]
+
+
+def _process_index() -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.process_index()
 
 
 def evaluate_series(checkpoints: list[Checkpoint], output: str,

@@ -38,6 +38,8 @@ from typing import Iterator, Sequence
 import seqio
 import tensorflow as tf
 
+from fineline.errors import UserError
+
 KINDS = ("loglikelihood", "loglikelihood_rolling", "generate")
 SPLIT = "eval"  # the single split every evaluation task exposes
 DEFAULT_TASK_MODULES = ("evals.multiple_choice", "evals.generation", "evals.perplexity",
@@ -122,7 +124,7 @@ def resolve(names: Sequence[str]) -> list[str]:
   known = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
   missing = [n for n in names if n not in known]
   if missing:
-    raise ValueError(f"unknown evaluation task(s) {missing}; registered: "
+    raise UserError(f"unknown evaluation task(s) {missing}; registered: "
                      f"{sorted(n for n in known if n in _INFO) or sorted(known)}")
   return list(names)
 

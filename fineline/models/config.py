@@ -6,12 +6,18 @@ import dataclasses
 from typing import Any
 
 
+def _runtime(default):
+  return dataclasses.field(default=default, metadata={"runtime": True})
+
+
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
   """Architecture and numerics of one LLaMA-family model.
 
-  Architecture fields decide the parameter tree; `dtype`, `param_dtype`,
-  `scan_layers`, `remat_policy` and `attention_impl` only decide how it runs.
+  Architecture fields decide the parameter tree and what it computes (`architecture()`);
+  the fields marked `_runtime` (`dtype`, `param_dtype`, `scan_layers`, `remat_policy`,
+  `attention_impl`) only decide how it runs (`runtime()`), so a checkpoint loads under
+  other runtime settings.
   """
 
   vocab_size: int = 32000
@@ -30,12 +36,12 @@ class LlamaConfig:
   max_length: int = 2048
   bos_token_id: int = 1
   eos_token_id: int = 2
-  dtype: str = "float32"  # activations and matmuls
-  param_dtype: str = "float32"
-  scan_layers: bool = False
-  remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
+  dtype: str = _runtime("float32")  # activations and matmuls
+  param_dtype: str = _runtime("float32")
+  scan_layers: bool = _runtime(False)
+  remat_policy: str = _runtime("none")  # none | full | dots | dots_with_no_batch_dims
   # auto | dot | splash | cudnn; auto picks by platform (see attention.resolve_impl).
-  attention_impl: str = "auto"
+  attention_impl: str = _runtime("auto")
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -68,6 +74,16 @@ class LlamaConfig:
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
+
+  def architecture(self) -> dict[str, Any]:
+    """The fields that decide the parameter tree and the function it computes."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if not f.metadata.get("runtime")}
+
+  def runtime(self) -> dict[str, Any]:
+    """The fields that decide only how the model runs (numerics, layout, kernels)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.metadata.get("runtime")}
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "LlamaConfig":

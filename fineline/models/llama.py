@@ -34,9 +34,8 @@ def _dtype(name: str):
   return jnp.dtype(name)
 
 
-def _init(axes, scale_axis_size: int | None = None):
+def _init(axes):
   """Normal(0.02)-style init (HF's initializer_range) tagged with logical axes."""
-  del scale_axis_size
   return nn.with_logical_partitioning(nn.initializers.normal(0.02), axes)
 
 

@@ -18,8 +18,8 @@ from fineline.models import native
 # The checkpoint name of native products' outputs: remat policies that save dots save these
 # too (a custom call is not a dot to `checkpoint_dots`).
 NATIVE_NAME = "native_matmul"
-# Products with fewer rows (decode steps of a few sequences) stay with XLA, whose
-# matrix-vector path is faster there.
+# Products with fewer rows (decode steps of a few sequences) stay with XLA, which has a
+# matrix-vector path for them; the native kernel is a matrix-matrix product.
 _MIN_NATIVE_ROWS = 8
 
 

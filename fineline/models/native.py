@@ -1,7 +1,8 @@
 """Native CPU kernels (`cpu_*.cc`): built on first use, registered as XLA FFI targets.
 
-On the model's float32 shapes XLA:CPU's matrix products run 10–25% slower than OpenBLAS's,
-and it adds transposed copies around batched ones, so on the CPU the model's products, its
+On the model's float32 shapes XLA:CPU's matrix products are slower than OpenBLAS's
+(tools/bench/train_step_parts.py, with and without FINELINE_NATIVE=0), and it adds
+transposed copies around batched ones, so on the CPU the model's products, its
 attention core and the log-probabilities of scored targets run native code: OpenBLAS from
 the `scipy-openblas32` wheel, one BLAS thread per call, the calls spread over the cores.
 

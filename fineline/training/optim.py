@@ -80,11 +80,18 @@ def make_optimizer(learning_rate: optax.Schedule | float = gin.REQUIRED,
   return optax.chain(*chain), schedule
 
 
-def accumulate_gradients(loss_and_grad: Callable, params, batch, num_microbatches: int):
+def accumulate_gradients(loss_and_grad: Callable, params, batch, num_microbatches: int, *,
+                         microbatch_sharding=None, grad_shardings=None):
   """(loss, aux, grads) averaged over `num_microbatches` equal slices of `batch`.
 
-  A `lax.scan` keeps one microbatch's activations alive at a time. Losses are combined
-  weighted by each slice's token weight, so the result equals the full-batch loss.
+  A `lax.scan` keeps one microbatch's activations alive at a time. Microbatch m holds rows
+  m, m+M, m+2M, … of the batch: when the batch is split over devices in contiguous blocks
+  of a multiple of M rows, each microbatch takes the same number of rows from every block,
+  so it is spread over the devices as the batch was and forming it moves nothing
+  (`microbatch_sharding`, the M × B/M × … stack's sharding, pins that). The accumulator
+  is held in `grad_shardings` (the parameters'), so it stays sharded as the gradients are.
+  Losses are combined weighted by each slice's token weight, so the result equals the
+  full-batch loss.
   """
   if num_microbatches == 1:
     (loss, aux), grads = loss_and_grad(params, batch)
@@ -92,8 +99,7 @@ def accumulate_gradients(loss_and_grad: Callable, params, batch, num_microbatche
   rows = next(iter(batch.values())).shape[0]
   if rows % num_microbatches:
     raise ValueError(f"batch of {rows} rows does not split into {num_microbatches} microbatches")
-  micro = jax.tree.map(lambda x: x.reshape((num_microbatches, rows // num_microbatches) + x.shape[1:]),
-                       batch)
+  micro = split_microbatches(batch, num_microbatches, microbatch_sharding)
   total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1e-8)
 
   def body(carry, mb):
@@ -101,12 +107,27 @@ def accumulate_gradients(loss_and_grad: Callable, params, batch, num_microbatche
     (loss, aux), grads = loss_and_grad(params, mb)
     share = jnp.sum(mb["weights"]) / total_weight
     grads_sum = jax.tree.map(lambda g, acc: acc + share * g.astype(jnp.float32), grads, grads_sum)
-    return (loss_sum + share * loss, grads_sum), (aux, share)
+    return (loss_sum + share * loss, _constrain(grads_sum, grad_shardings)), (aux, share)
 
-  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+  zeros = _constrain(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
+                     grad_shardings)
   (loss, grads), (auxs, shares) = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
   grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
   # Counts add up over microbatches; means are combined with the same token weights as the loss.
   aux = {k: v.sum(axis=0) if k.startswith("num_") else jnp.sum(v * shares, axis=0)
          for k, v in auxs.items()}
   return loss, aux, grads
+
+
+def split_microbatches(batch, num_microbatches: int, sharding=None):
+  """B × … arrays → M × B/M × …, microbatch m holding rows m, m+M, m+2M, … (placed with
+  `sharding`, e.g. `partitioning.microbatch_sharding`)."""
+  def split(x):
+    rows = x.shape[0]
+    strided = x.reshape((rows // num_microbatches, num_microbatches) + x.shape[1:])
+    return _constrain(jnp.swapaxes(strided, 0, 1), sharding)
+  return jax.tree.map(split, batch)
+
+
+def _constrain(tree, shardings):
+  return tree if shardings is None else jax.lax.with_sharding_constraint(tree, shardings)

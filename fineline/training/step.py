@@ -16,11 +16,13 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from fineline import partitioning
+from fineline.errors import UserError
 from fineline.models import llama
 from fineline.training import loss as loss_lib
 from fineline.training import optim
@@ -70,13 +72,14 @@ def make_train_step(model: llama.Llama, optimizer: optax.GradientTransformation,
   """Builds the sharded train step of `model` with `optimizer` on `mesh`."""
   cfg = model.cfg
   boxed = llama.abstract_params(cfg)
-  abstract_params = jax.tree.map(lambda b: b.value, boxed, is_leaf=_is_boxed)
+  abstract_params = nn.meta.unbox(boxed)
   params_sh = partitioning.param_shardings(mesh, boxed)
   replicated = partitioning.replicated(mesh)
   state_sh = {"params": params_sh,
               "opt_state": partitioning.optimizer_shardings(mesh, optimizer, abstract_params, params_sh),
               **{k: replicated for k in COUNTERS}}
   batch_sh = partitioning.batch_sharding(mesh)
+  micro_sh = partitioning.microbatch_sharding(mesh)
 
   def from_params(params):
     params = jax.tree.map(lambda p, a: p.astype(a.dtype), params, abstract_params)
@@ -91,7 +94,9 @@ def make_train_step(model: llama.Llama, optimizer: optax.GradientTransformation,
 
   def train_step(state, batch):
     params = state["params"]
-    loss, aux, grads = optim.accumulate_gradients(loss_and_grad, params, batch, num_microbatches)
+    loss, aux, grads = optim.accumulate_gradients(
+        loss_and_grad, params, batch, num_microbatches, microbatch_sharding=micro_sh,
+        grad_shardings=params_sh)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
@@ -132,12 +137,20 @@ def make_train_step(model: llama.Llama, optimizer: optax.GradientTransformation,
       batch_sharding=batch_sh)
 
 
+def check_batch_split(mesh, global_batch_size: int, num_microbatches: int = 1) -> None:
+  """Every microbatch must take whole rows from each data-parallel device
+  (`optim.accumulate_gradients`): the batch is a multiple of microbatches × that size."""
+  ways = partitioning.data_parallel_size(mesh)
+  if num_microbatches < 1 or global_batch_size % (ways * num_microbatches):
+    raise UserError(
+        f"train.batch_size={global_batch_size} does not split into train.num_microbatches="
+        f"{num_microbatches} microbatches over the {ways} data-parallel devices of mesh "
+        f"{dict(mesh.shape)}; make the batch size a multiple of {ways * max(num_microbatches, 1)}")
+
+
 def abstract_batch(global_batch_size: int, seq_len: int):
   """Shapes and dtypes of one global batch."""
   tokens = jax.ShapeDtypeStruct((global_batch_size, seq_len), jnp.int32)
   return {"inputs": tokens, "targets": tokens,
           "weights": jax.ShapeDtypeStruct((global_batch_size, seq_len), jnp.float32)}
 
-
-def _is_boxed(x) -> bool:
-  return hasattr(x, "unbox") and hasattr(x, "value")

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 
 import gin
 import jax
-import numpy as np
 
 from fineline import checkpointing, fileio, partitioning, run_checkpoints
 from fineline.data import pretrain
-from fineline.models import llama, presets
 from fineline.training import metrics as metrics_lib
+from fineline.errors import UserError
 from fineline.training import optim
-from fineline.training import step as step_lib
+from fineline.training import run as run_lib
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,23 +44,9 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
   random init. Returns the final host-side record (step, loss, …).
   """
   fileio.check_access(model_dir, "MODEL_DIR", write=True)
-  try:
-    cfg = presets.get_preset(preset, dtype=compute_dtype, param_dtype=param_dtype,
-                             scan_layers=scan_layers, remat_policy=remat_policy,
-                             attention_impl=attention_impl)
-  except ValueError as e:
-    raise ValueError(f"train.preset (macro PRESET): {e}") from None
-  if sequence_length > cfg.max_length:
-    raise ValueError(f"train.sequence_length={sequence_length} exceeds preset {preset!r}'s "
-                     f"max_length {cfg.max_length}")
-  mesh = partitioning.make_mesh()
-  if batch_size % partitioning.data_parallel_size(mesh):
-    raise ValueError(f"train.batch_size={batch_size} does not split over the "
-                     f"{partitioning.data_parallel_size(mesh)} data-parallel devices of mesh {dict(mesh.shape)}")
-  opt, schedule = optimizer()
-  model = llama.Llama(cfg)
-  train_step = step_lib.make_train_step(model, opt, mesh, schedule=schedule,
-                                        num_microbatches=num_microbatches, z_loss=z_loss)
+  run = run_lib.build(**{name: value for name, value in locals().items()
+                         if name in run_lib.BUILD_SETTINGS})
+  cfg, mesh, train_step = run.cfg, run.mesh, run.train_step
   batches = data(sequence_length=sequence_length, global_batch_size=batch_size, seed=seed,
                  bos_id=cfg.bos_token_id, process_index=jax.process_index(),
                  process_count=jax.process_count())
@@ -76,7 +62,7 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
   writer = metrics_lib.MetricsWriter(
       model_dir, flops_per_token=cfg.flops_per_token(sequence_length),
       peak_flops=metrics_lib.peak_flops_total())
-  stop = _StopFlag(stop_event)
+  stop = _StopFlag(step, stop_event)
   loss_avg, record, stopping, pending = None, {}, False, None
   clock, window_tokens = _now(), 0
   try:
@@ -99,7 +85,7 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
                       **writer.throughput(window_tokens, elapsed))
         writer.write(step, record)
         clock, window_tokens = _now(), 0
-      stopping = stop.poll()
+      stopping = stop.poll(step)
       if step % save_every_steps == 0 or step == train_steps or stopping:
         writer.flush()
         _save(ckpts, step, state, cfg, tokens, batches)
@@ -157,17 +143,14 @@ def _initial_state(train_step, ckpts, batches, cfg, seed, init_from):
   if init_from:
     params, loaded_cfg, _ = checkpointing.load_params(
         init_from, shardings=train_step.state_shardings["params"], scan_layers=cfg.scan_layers)
-    arch = lambda c: {k: v for k, v in c.to_dict().items() if k not in _RUNTIME_FIELDS}
-    if arch(loaded_cfg) != arch(cfg):
-      diff = {k: (v, arch(cfg)[k]) for k, v in arch(loaded_cfg).items() if arch(cfg)[k] != v}
-      raise ValueError(f"train.init_from={init_from}: its architecture differs from the preset "
+    theirs, ours = loaded_cfg.architecture(), cfg.architecture()
+    if theirs != ours:
+      diff = {k: (v, ours[k]) for k, v in theirs.items() if ours[k] != v}
+      raise UserError(f"train.init_from={init_from}: its architecture differs from the preset "
                        f"(field: (checkpoint, preset)): {diff}")
     print(f"initialised from {init_from}", flush=True)
     return train_step.init_from_params(params), 0
   return train_step.init(jax.random.key(seed)), 0
-
-
-_RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention_impl")
 
 
 def _save(ckpts, step, state, cfg, tokens, batches):
@@ -198,11 +181,9 @@ def _write_error(ckpts, step, e):
 
 def _evaluate(evaluator, ckpts, state, step, tokens, save_index):
   # Evaluating while an async save is still writing can hang; let the save finish first.
+  # A failing task is caught at the suite's task boundary and recorded; training goes on.
   _wait(ckpts, step)
-  try:
-    evaluator.maybe_evaluate(state["params"], step=step, tokens=tokens, save_index=save_index)
-  except Exception:  # pylint: disable=broad-except
-    logging.exception("in-process evaluation failed at step %d; training continues", step)
+  evaluator.maybe_evaluate(state["params"], step=step, tokens=tokens, save_index=save_index)
 
 
 def _write_config(model_dir: str) -> None:
@@ -211,33 +192,64 @@ def _write_config(model_dir: str) -> None:
 
 
 class _StopFlag:
-  """SIGTERM (preemption) asks for a save and a clean exit after the current step."""
+  """Whether to save and stop after the current step: on SIGTERM (what a preempted VM
+  receives), SIGINT, or `event` set.
 
-  def __init__(self, event=None):
+  One process: signal handlers set a flag that `poll` reads. Several processes: every host
+  must stop after the same step, and asking the others each step would sync host and
+  device every step. JAX's preemption service (part of the coordination service that
+  `jax.distributed` starts) catches SIGTERM on any host, agrees with the others on the
+  next step all of them can still reach, and `reached_preemption_sync_point(step)` is
+  True there on every host; until a notice arrives each call only compares two local
+  counters. SIGINT and the event become a SIGTERM to this process, so they take that path.
+  """
+
+  _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self, step: int, event=None):
     self._event = event
     self._signalled = False
-    self._previous = None
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread
-      pass
+    self._previous = {}
+    self._coordinated = jax.process_count() > 1
+    if self._coordinated:
+      self._reached(step)  # fails here, before training, if the service is off
+    # The preemption service installed its own SIGTERM handler: leave that one in place.
+    for signum in self._SIGNALS[1:] if self._coordinated else self._SIGNALS:
+      try:
+        self._previous[signum] = signal.signal(signum, self._handle)
+      except ValueError:  # not the main thread
+        pass
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
+    if signum == signal.SIGINT and self._signalled:
+      raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the final save
     self._signalled = True
+    if self._coordinated:
+      os.kill(os.getpid(), signal.SIGTERM)
 
-  def poll(self) -> bool:
-    """Whether to stop after this step; every host gets the same answer (a host that missed
-    the signal must still join the final save)."""
-    local = self._signalled or (self._event is not None and self._event.is_set())
-    if jax.process_count() == 1:
-      return local
+  def poll(self, step: int) -> bool:
+    """Whether to stop after `step`; every host gets the same answer at the same step (a
+    host that missed the signal must still join the final save)."""
+    if self._event is not None and self._event.is_set() and not self._signalled:
+      self._handle(signal.SIGTERM, None)
+    return self._reached(step) if self._coordinated else self._signalled
+
+  @staticmethod
+  def _reached(step: int) -> bool:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    return bool(np.any(multihost_utils.process_allgather(np.int32(local))))
+    try:
+      return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError as e:
+      raise RuntimeError(f"a run of {jax.process_count()} processes stops on SIGTERM through "
+                         f"JAX's preemption service, which is off: set "
+                         f"jax_enable_preemption_service before jax.distributed.initialize "
+                         f"({e})") from e
 
   def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      if previous is not None:
+        signal.signal(signum, previous)
 
 
 def _now() -> float:

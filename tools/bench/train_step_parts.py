@@ -11,6 +11,10 @@ Prints min / median milliseconds of each side and the ratio of medians (with `--
 one JSON object).
 
   JAX_PLATFORMS=cpu python tools/bench/train_step_parts.py [--repeats 5] [--json]
+
+Native kernels against XLA:CPU: run it once as above and once with FINELINE_NATIVE=0 and
+compare fineline's times. Recorded when the native products were introduced: XLA:CPU's
+matrix products ran 10–25% slower than OpenBLAS's on the model's float32 shapes.
 """
 
 from __future__ import annotations
