@@ -108,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
                                limit=args.limit, num_samples=args.num_samples,
                                temperature=args.temperature, top_p=args.top_p)
   modules = [m.strip() for m in args.task_modules.split(",") if m.strip()]
-  fileio.check_access(fileio.resolve(args.output).parent, "--output", write=True)
   multihost.initialize(args)
+  if _writes():  # the other hosts never touch their --output
+    fileio.check_access(fileio.resolve(args.output).parent, "--output", write=True)
   args.device_mesh = _mesh(args)
   cache.enable_compilation_cache()
   first = None
