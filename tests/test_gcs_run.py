@@ -3,6 +3,7 @@ an evaluator into gs://…, one is SIGKILLed, the run resumes from the bucket wi
 losses; `fineline eval` and `fineline analyze` read from and write to the bucket."""
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -86,7 +87,7 @@ def _losses(model_dir):
 def test_two_hosts_killed_and_resumed_on_a_bucket_then_eval_and_analyze(inputs, gcs_bucket):
   data_dir = inputs[1]
   reference, run = f"{gcs_bucket}/reference", f"{gcs_bucket}/run"
-  _finish(_launch(inputs, reference, 6))
+  _finish(_launch(inputs, reference, 4))
 
   procs = _launch(inputs, run, 400)
   first_save = fileio.resolve(run) / "checkpoints" / "2"
@@ -102,17 +103,18 @@ def test_two_hosts_killed_and_resumed_on_a_bucket_then_eval_and_analyze(inputs, 
     for p in procs:  # the survivor cannot go on without its peer; a pod restarts both
       p.kill()
       p.communicate()
-  out0, _ = _finish(_launch(inputs, run, 6))
-  assert f"resumed from {run}/checkpoints/" in out0
+  out0, _ = _finish(_launch(inputs, run, 4))
+  resumed = re.search(rf"resumed from {re.escape(run)}/checkpoints/(\d+) ", out0)
+  assert resumed and int(resumed.group(1)) < 4, out0[-2000:]  # the resumed run trains
 
   want, got = _losses(reference), _losses(run)
-  assert sorted(got) == list(range(1, 7))
-  for step in range(1, 7):
+  assert sorted(got) == [1, 2, 3, 4]
+  for step in range(1, 5):
     np.testing.assert_allclose(got[step], [want[step][0]] * len(got[step]), rtol=1e-6,
                                err_msg=f"step {step}")
-  assert checkpointing.read_meta(f"{run}/checkpoints/6")["step"] == 6
+  assert checkpointing.read_meta(f"{run}/checkpoints/4")["step"] == 4
   records = fileio.read_jsonl(f"{reference}/eval/results.jsonl")
-  assert [r["step"] for r in records] == [2, 4, 6]
+  assert [r["step"] for r in records] == [2, 4]
   assert all(r["tasks"]["arc_easy"]["n"] == 6 for r in records)
 
   series = f"{gcs_bucket}/series.jsonl"
@@ -120,8 +122,8 @@ def test_two_hosts_killed_and_resumed_on_a_bucket_then_eval_and_analyze(inputs, 
                    "--task_modules", "evals.multiple_choice", "--data_dir", str(data_dir),
                    "--output", series]) == 0
   scored = fileio.read_jsonl(series)
-  assert [r["step"] for r in scored] == [2, 4, 6]
-  assert scored[-1]["checkpoint"] == f"{reference}/checkpoints/6"
+  assert [r["step"] for r in scored] == [2, 4]
+  assert scored[-1]["checkpoint"] == f"{reference}/checkpoints/4"
   # The same scores as the in-process evaluator gave the live parameters.
   assert [r["tasks"]["arc_easy"]["acc"] for r in scored] == [
       r["tasks"]["arc_easy"]["acc"] for r in records]
