@@ -118,7 +118,7 @@ def tpu_devices(target: str) -> list:
 def plan(*, devices, chip: str = "TPU v4", mfu: float = 0.4, hbm_bytes: int | None = None) -> dict:
   """Compiles the configured step for `devices` (CPU, or TPU descriptions); returns figures."""
   import jax  # pylint: disable=import-outside-toplevel
-  from fineline import checkpointing, partitioning  # pylint: disable=import-outside-toplevel
+  from fineline import partitioning, run_checkpoints  # pylint: disable=import-outside-toplevel
   from fineline.models import attention  # pylint: disable=import-outside-toplevel
   from fineline.training import metrics, trainer  # pylint: disable=import-outside-toplevel
   from fineline.training import run as run_lib  # pylint: disable=import-outside-toplevel
@@ -133,7 +133,7 @@ def plan(*, devices, chip: str = "TPU v4", mfu: float = 0.4, hbm_bytes: int | No
   batch_size, seq_len = settings["batch_size"], settings["sequence_length"]
   microbatches = settings["num_microbatches"]
   num_devices = len(devices)
-  abstract_state = checkpointing.abstract_with_shardings(ts.abstract_state, ts.state_shardings)
+  abstract_state = run_checkpoints.abstract_with_shardings(ts.abstract_state, ts.state_shardings)
   abstract_batch = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=ts.batch_sharding),
       step_lib.abstract_batch(batch_size, seq_len))

@@ -26,6 +26,7 @@ import seqio
 import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2
 
+from fineline import fileio
 from fineline.errors import UserError
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
@@ -183,7 +184,8 @@ def _as_llama_pipeline(tok) -> None:
 
 def load_vocabulary(path: str) -> seqio.Vocabulary:
   """The vocabulary of a `tokenizer.model`, a `tokenizer.json`, or a directory holding one
-  (with its `tokenizer_config.json`, which says whether BOS is added)."""
+  (with its `tokenizer_config.json`, which says whether BOS is added); local or a URL."""
+  path = fileio.download(path)
   if os.path.isdir(path):
     directory, model_file, json_file = path, None, None
     if os.path.isfile(os.path.join(path, "tokenizer.model")):
@@ -213,21 +215,22 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
                                  llama_style=config.get("tokenizer_class") != "BaichuanTokenizer")
 
 
-def tokenizer_files(directory: str) -> list[str]:
+def tokenizer_files(directory) -> list[str]:
   """The `TOKENIZER_FILES` present in `directory` (none when it does not exist)."""
-  if not os.path.isdir(directory):
+  directory = fileio.resolve(directory)
+  if not directory.is_dir():
     return []
-  return [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(directory, f))]
+  return [f for f in TOKENIZER_FILES if (directory / f).is_file()]
 
 
-def find_tokenizer_dir(ckpt: str) -> str | None:
+def find_tokenizer_dir(ckpt) -> str | None:
   """A checkpoint's tokenizer: `<ckpt>/tokenizer`, or for a run's checkpoint
-  (MODEL_DIR/checkpoints/<step>) `MODEL_DIR/tokenizer`; None when neither has one."""
-  ckpt = os.path.abspath(ckpt)
-  for candidate in (os.path.join(ckpt, "tokenizer"),
-                    os.path.join(os.path.dirname(os.path.dirname(ckpt)), "tokenizer")):
+  (MODEL_DIR/checkpoints/<step>) `MODEL_DIR/tokenizer`; None when neither has one. Local
+  or a URL."""
+  ckpt = fileio.resolve(ckpt)
+  for candidate in (ckpt / "tokenizer", ckpt.parent.parent / "tokenizer"):
     if tokenizer_files(candidate):
-      return candidate
+      return os.fspath(candidate)
   return None
 
 

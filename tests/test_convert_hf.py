@@ -13,10 +13,11 @@ import transformers
 from hf_fixtures import VARIED_TEXTS, hf_logits, make_hf_llama_dir
 from safetensors.torch import load_file, save_file
 
-from fineline import checkpointing, cli
+from fineline import checkpointing, cli, fileio
 from fineline.convert import hf
 from fineline.models import llama
 from fineline.tokenizers import load_vocabulary
+from gcs_fixtures import gcs_bucket, gcs_emulator  # pylint: disable=unused-import
 
 TOKENS_BxS = np.array([[1, 5, 300, 42, 7, 511, 2, 9]], np.int32)
 
@@ -285,3 +286,19 @@ def test_failed_export_leaves_nothing(tmp_path, capsys):
   assert convert("--to_hf", tmp_path / "src", "--out", tmp_path / "back") == 1
   assert "not a fineline checkpoint" in capsys.readouterr().err
   assert sorted(os.listdir(tmp_path)) == ["ckpt", "src"]
+
+
+def test_round_trip_through_a_bucket(tmp_path, gcs_bucket, capsys):
+  src = make_hf_llama_dir(tmp_path / "src", tokenizer="sentencepiece")
+  assert convert("--from_hf", src, "--out", f"{gcs_bucket}/ckpt") == 0
+  assert checkpointing.read_meta(f"{gcs_bucket}/ckpt")["source"]["hf_dir"] == str(src)
+  assert convert("--to_hf", f"{gcs_bucket}/ckpt", "--out", f"{gcs_bucket}/hf") == 0
+  capsys.readouterr()
+  assert convert("--to_hf", f"{gcs_bucket}/ckpt", "--out", f"{gcs_bucket}/hf") == 1
+  assert f"{gcs_bucket}/hf already exists; pass --overwrite" in capsys.readouterr().err
+  back = fileio.download(f"{gcs_bucket}/hf")
+  assert os.path.isfile(os.path.join(back, "tokenizer.model"))
+  before, after = hf_state(src), hf_state(back)
+  assert sorted(after) == sorted(before)
+  for name, tensor in before.items():
+    assert torch.equal(after[name], tensor), name

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import train_fixtures
-from fineline import checkpointing
+from fineline import checkpointing, run_checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_sigterm_to_one_process_stops_both_after_the_same_step(corpus, tmp_path)
   stopped = [int(re.search(r"stopped by signal after step (\d+)", out).group(1))
              for out in (out0, out1)]
   assert stopped[0] == stopped[1] and 3 <= stopped[0] < 1000
-  assert checkpointing.RunCheckpoints(model_dir).latest_step() == stopped[0]
+  assert run_checkpoints.RunCheckpoints(model_dir).latest_step() == stopped[0]
   ckpt = os.path.join(model_dir, "checkpoints", str(stopped[0]))
   assert {"process_0.json", "process_1.json"} <= set(os.listdir(os.path.join(ckpt, "data")))
   assert checkpointing.read_meta(ckpt)["step"] == stopped[0]

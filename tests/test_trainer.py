@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import train_fixtures
-from fineline import checkpointing, ginconf
+from fineline import checkpointing, ginconf, run_checkpoints
 from fineline.training import trainer
 
 
@@ -75,7 +75,7 @@ def test_sigkilled_run_resumes_with_the_same_losses_and_params(reference, corpus
   proc.send_signal(signal.SIGKILL)
   _, err = proc.communicate()
   assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
-  saved = checkpointing.RunCheckpoints(model_dir).latest_step()
+  saved = run_checkpoints.RunCheckpoints(model_dir).latest_step()
   assert saved is not None and saved < 400
 
   _train(train_fixtures.run_gin(corpus, str(tmp_path / "resume.gin"), TRAIN_STEPS=12), model_dir)
@@ -111,7 +111,7 @@ def test_resume_on_a_different_device_count_and_sigterm_saves(reference, tmp_pat
   assert "(step 12," in out  # resumed on 2 devices from the 1-device checkpoint
   stopped = int(re.search(r"stopped by signal after step (\d+)", out).group(1))
   assert 14 <= stopped < 400
-  assert checkpointing.RunCheckpoints(model_dir).latest_step() == stopped
+  assert run_checkpoints.RunCheckpoints(model_dir).latest_step() == stopped
   losses = train_fixtures.losses_by_step(model_dir)
   assert all(np.isfinite(losses[s][0]) for s in range(13, stopped + 1))
 
@@ -126,7 +126,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(corpus, tmp_path):
   events = [r for r in train_fixtures.read_metrics(model_dir) if r.get("event") == "nonfinite_step"]
   assert [e["streak"] for e in events] == [1, 2, 3, 4, 5]
   # The checkpoint kept is intact and still holds the initial (never updated) params.
-  assert checkpointing.RunCheckpoints(model_dir).latest_step() == 4
+  assert run_checkpoints.RunCheckpoints(model_dir).latest_step() == 4
 
 
 def test_initialises_from_an_imported_checkpoint(reference, corpus, tmp_path):

@@ -1,8 +1,8 @@
 """`fineline analyze --results RUN_OR_FILES… --output REPORT_DIR`.
 
-The report is written into a fresh sibling directory and moved into place at the end, so
-a failure never leaves a half-written report; an existing report directory is replaced,
-any other non-empty directory is left alone.
+The report is built in a staging directory and published by `fileio.atomic_output` at the
+end, so a failure never leaves a half-written report; an existing report directory is
+replaced, any other non-empty directory is left alone. Inputs and output may be URLs.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import pathlib
-import shutil
 import sys
-import tempfile
 
+from fineline import fileio
 from fineline.analysis import events
 from fineline.analysis import findings
 from fineline.analysis import records
@@ -71,26 +70,20 @@ def _model_sizes(values: list[str]) -> dict[str, float]:
   return sizes
 
 
-def _place(staging: pathlib.Path, output: pathlib.Path) -> None:
+def _check_output(output) -> None:
+  fileio.check_access(output.parent, "--output", write=True)
   if output.exists():
     if not output.is_dir():
       raise FileExistsError(f"{output}: exists and is not a directory")
     if any(output.iterdir()) and not (output / "analysis.json").is_file():
       raise FileExistsError(f"{output}: a non-empty directory that is not a report; "
                             "choose another --output")
-    old = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-    output.rename(old / "report")
-    staging.rename(output)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    staging.rename(output)
 
 
 def run(args: argparse.Namespace) -> int:
   _check_args(args)
-  output = pathlib.Path(args.output)
-  if output.exists() and not output.is_dir():
-    raise FileExistsError(f"{output}: exists and is not a directory")
+  output = fileio.resolve(args.output)
+  _check_output(output)
   sizes = _model_sizes(args.model_size)
   schedule = events.read_schedule(args.schedule) if args.schedule else []
   series_list, notes = records.load_series(args.results)
@@ -105,18 +98,14 @@ def run(args: argparse.Namespace) -> int:
   result = findings.analyze(series_list, notes, budget_tokens=args.budget_tokens,
                             target=args.target, window=args.window, min_r2=args.fit_min_r2,
                             schedule=schedule)
-  output.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
   try:
-    report.write_report(staging, series_list, result)
-    _place(staging, output)
+    with fileio.atomic_output(output) as staging:
+      pathlib.Path(staging).mkdir()
+      report.write_report(pathlib.Path(staging), series_list, result)
   except OSError as e:
     if isinstance(e, (FileExistsError, PermissionError)):
       raise
     raise UserError(f"writing the report to {output}: {e}") from e
-  finally:
-    if staging.exists():
-      shutil.rmtree(staging, ignore_errors=True)
   for name, entry in result["series"].items():
     print(f"{name}: " + " ".join(entry["verdict"]["text"]))
   print(f"report: {output / 'report.md'} (and {output / 'index.html'})")

@@ -18,6 +18,7 @@ import pathlib
 
 import numpy as np
 
+from fineline import fileio
 from fineline.errors import UserError
 
 LR_DROP_RATIO = 0.8  # a logged rate below this fraction of the previous one is a drop
@@ -58,7 +59,7 @@ def from_metrics(rows: list[dict[str, float]]) -> list[dict]:
 
 def read_schedule(path: str | pathlib.Path) -> list[dict]:
   """Events from a schedule file; ValueError naming the file and entry when malformed."""
-  path = pathlib.Path(path)
+  path = fileio.resolve(path)
   try:
     doc = json.loads(path.read_text(encoding="utf-8"))
   except FileNotFoundError:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fineline import capabilities
+from fineline import capabilities, fileio
 from fineline.analysis import events as events_lib
 from fineline.errors import UserError
 
@@ -94,7 +94,7 @@ class _Source:
 
 
 def _is_run_dir(path: pathlib.Path) -> bool:
-  return (path / "eval" / "results.jsonl").is_file()
+  return fileio.log_exists(path / "eval" / "results.jsonl")
 
 
 def _expand(path: pathlib.Path) -> list[_Source]:
@@ -104,20 +104,22 @@ def _expand(path: pathlib.Path) -> list[_Source]:
     return [_Source(path.stem, [path])]
   if _is_run_dir(path):
     metrics = path / "metrics.jsonl"
-    return [_Source(path.resolve().name, [path / "eval" / "results.jsonl"],
-                    metrics if metrics.is_file() else None)]
+    return [_Source(path.name, [path / "eval" / "results.jsonl"],
+                    metrics if fileio.log_exists(metrics) else None)]
   runs = [_expand(child)[0] for child in sorted(path.iterdir()) if _is_run_dir(child)]
   files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))
   if not runs and not files:
     raise UserError(f"{path}: holds no result records (expected eval/results.jsonl, "
                      "run directories, or *.jsonl / *.json files)")
-  return runs + ([_Source(path.resolve().name, files)] if files else [])
+  return runs + ([_Source(path.name, files)] if files else [])
 
 
 def _read_json_objects(path: pathlib.Path, notes: list[str]) -> list[tuple[str, Any]]:
-  """(location, object) pairs from a JSON document or a JSON-lines file."""
+  """(location, object) pairs from a JSON document or a JSON-lines file (a `fileio.JsonlLog`
+  in either layout)."""
   try:
-    text = path.read_text(encoding="utf-8")
+    text = (fileio.read_jsonl_text(path) if path.suffix == ".jsonl"
+            else path.read_text(encoding="utf-8"))
   except (OSError, UnicodeDecodeError) as e:
     notes.append(f"{path}: unreadable ({e.__class__.__name__}: {e}); skipped")
     return []
@@ -293,8 +295,8 @@ def load_series(paths: Sequence[str | pathlib.Path]) -> tuple[list[Series], list
   FileNotFoundError for a missing path and ValueError when no usable record remains.
   """
   notes: list[str] = []
-  sources = list({tuple(f.resolve() for f in s.files): s
-                  for p in paths for s in _expand(pathlib.Path(p))}.values())  # given twice
+  sources = list({tuple(map(str, s.files)): s  # a path given twice counts once
+                  for p in paths for s in _expand(fileio.check_access(p, "--results"))}.values())
   grouped = collections.defaultdict(list)
   run_events = {}
   for source in sources:

@@ -16,11 +16,12 @@ No q/k permutation is needed: HF's LLaMA applies rotary embedding in the half-sp
 interleaved pairs; converters from those permute q/k rows, converters from HF must not.)
 
 Conversions stream tensor by tensor, so peak memory stays near one copy of the model, and
-write into a staging directory beside the output that is renamed into place only when
-complete: on any error nothing is left at the output path. Reading, transposing and writing
-overlap: an import hands Orbax the checkpoint's tree of `PendingArray`s up front and fills
-them in as safetensors are read; an export restores the checkpoint a layer at a time in a
-background thread and writes each complete safetensors shard in another.
+write into a staging directory that `fileio.atomic_output` publishes only when complete: on
+any error nothing is left at the output path. Input and output may be URLs (gs://…).
+Reading, transposing and writing overlap: an import hands Orbax the checkpoint's tree of
+`PendingArray`s up front and fills them in as safetensors are read; an export restores the
+checkpoint a layer at a time in a background thread and writes each complete safetensors
+shard in another.
 """
 
 from __future__ import annotations
@@ -38,9 +39,8 @@ import numpy as np
 from flax import traverse_util
 from tqdm import tqdm
 
-from fineline import checkpointing, tokenizers
+from fineline import checkpointing, fileio, tokenizers
 from fineline.convert import architectures, weights_io
-from fineline.convert.staging import check_output, staged_output
 from fineline.convert.transpose import transpose
 from fineline.models import presets
 from fineline.models.config import LlamaConfig
@@ -227,14 +227,15 @@ def _gc_paused():
 def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
               overwrite: bool = False) -> LlamaConfig:
   """Converts an HF LLaMA directory into a fineline checkpoint (params, meta, tokenizer/)."""
-  check_output(out_ckpt, overwrite)
+  fileio.check_output(out_ckpt, overwrite)
+  source = {"hf_dir": os.fspath(fileio.check_access(src_dir, "--from_hf"))}
+  src_dir = fileio.download(src_dir)  # safetensors are memory-mapped: a local copy
   weights_io.reuse_freed_memory()
   hf, cfg = read_hf_config(src_dir)
   cast = weights_io.as_dtype(dtype)
   files = _weight_files(src_dir, hf, cfg)
   layout = tensor_layout(cfg)
   specs = files.tensor_specs()
-  source = {"hf_dir": os.path.abspath(src_dir)}
   if specs is None:  # PyTorch .bin: dtypes are known only once read
     params, cfg = _read_params(src_dir, hf, cfg, cast)
   else:  # the checkpoint is written while the weights are still being read
@@ -246,7 +247,7 @@ def import_hf(src_dir: str, out_ckpt: str, dtype: str | None = None,
                                                         cast or specs[name][0])
     params = traverse_util.unflatten_dict(pending)
     cfg = cfg.replace(param_dtype=weights_io.dtype_name(params["embedding"].dtype))
-  with staged_output(out_ckpt, overwrite) as staging:
+  with fileio.atomic_output(out_ckpt, overwrite=overwrite) as staging:
     filled = (contextlib.nullcontext(params) if specs is None
               else _filling(params, _converted(src_dir, files, layout, cfg, cast)))
     with filled as params:
@@ -303,7 +304,8 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
               max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> LlamaConfig:
   """Writes a fineline checkpoint as an HF LLaMA directory: config.json,
   generation_config.json, safetensors shards + index, tokenizer files when known."""
-  check_output(out_dir, overwrite)
+  fileio.check_output(out_dir, overwrite)
+  ckpt = os.fspath(fileio.check_access(ckpt, "--to_hf"))
   weights_io.reuse_freed_memory()
   cfg = LlamaConfig.from_dict(checkpointing.read_meta(ckpt)["model_config"])
   cast = weights_io.as_dtype(dtype)
@@ -314,7 +316,8 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
   # Entry by entry (a layer at a time): the checkpoint is read in a background thread
   # while the previous entry is transposed and a complete shard is written in another.
   entries = weights_io.prefetched(checkpointing.iter_params(ckpt, [[e] for e in by_entry]))
-  with staged_output(out_dir, overwrite) as staging, contextlib.closing(entries):
+  with fileio.atomic_output(out_dir, overwrite=overwrite) as staging, \
+      contextlib.closing(entries):
     os.makedirs(staging)
     first = next(entries)
     out_dtype = cast or _pop(first, ("embedding",), ckpt, keep=True).dtype
@@ -344,7 +347,8 @@ def export_hf(ckpt: str, out_dir: str, dtype: str | None = None, overwrite: bool
                 {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id})
     tokenizer_dir = tokenizers.find_tokenizer_dir(ckpt)
     for fname in tokenizers.tokenizer_files(tokenizer_dir) if tokenizer_dir else ():
-      shutil.copy2(os.path.join(tokenizer_dir, fname), os.path.join(staging, fname))
+      with open(os.path.join(staging, fname), "wb") as f:
+        f.write((fileio.resolve(tokenizer_dir) / fname).read_bytes())
   return cfg
 
 

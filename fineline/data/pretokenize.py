@@ -9,7 +9,7 @@ checkpointed (`iterator_state`) and the process exits cleanly:
   stored as little-endian int32 ids; `decode_ids` reads them back in the pipeline. For a
   large TFDS dataset this is a long one-off pass.
 A cache file is named by a hash of its source (path, size, modification time), the text
-field and the tokenizer files, and is written beside its name, then renamed into place.
+field and the tokenizer files, and is published whole (`fileio.atomic_output`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
+from fineline import fileio
 from fineline.errors import UserError
 
 
@@ -63,19 +64,12 @@ def _cached(cache_dir: str, stem: str, key_parts: list[str], texts: Callable[[],
   kind = "ids" if vocabulary is not None else "text"
   target = os.path.join(cache_dir, f"{stem}.{key}.{kind}.tfrecord")
   if not os.path.exists(target):
-    tmp = f"{target}.tmp{os.getpid()}"
-    try:
-      with tf.io.TFRecordWriter(tmp) as writer:
-        for text in texts():
-          if vocabulary is None:
-            writer.write(text.encode("utf-8"))
-          elif text:
-            writer.write(np.asarray(vocabulary.encode(text), "<i4").tobytes())
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
-    os.replace(tmp, target)
+    with fileio.atomic_output(target) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+      for text in texts():
+        if vocabulary is None:
+          writer.write(text.encode("utf-8"))
+        elif text:
+          writer.write(np.asarray(vocabulary.encode(text), "<i4").tobytes())
   return target
 
 

@@ -25,9 +25,9 @@ import concurrent.futures
 import json
 import logging
 import os
-import tempfile
 
 from fineline import cache
+from fineline import fileio
 from fineline import ginconf
 from fineline import multihost
 from fineline.evaluation import series as series_lib
@@ -109,11 +109,13 @@ def run(args: argparse.Namespace) -> int:
                                temperature=args.temperature, top_p=args.top_p)
   modules = [m.strip() for m in args.task_modules.split(",") if m.strip()]
   multihost.initialize(args)
+  if _writes():  # the other hosts never touch their --output
+    fileio.check_access(fileio.resolve(args.output).parent, "--output", write=True)
   args.device_mesh = _mesh(args)
   cache.enable_compilation_cache()
   first = None
   if args.checkpoint:
-    path = os.path.abspath(os.path.expanduser(args.checkpoint))
+    path = os.fspath(fileio.check_access(args.checkpoint, "--checkpoint"))
     if not (series_lib.is_fineline_checkpoint(path) or series_lib.is_hf_checkpoint(path)):
       raise FileNotFoundError(f"--checkpoint {path}: neither a fineline checkpoint (meta/) nor "
                               "a Hugging Face LLaMA directory (config.json); for a run "
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
   if args.checkpoint:
     record = one(ckpt, loaded=first.result())
     if _writes():
-      _write_json(args.output, record)
+      fileio.write_json(args.output, record, indent=2)
       _print_summary(record)
     return 0 if not record.get("errors") else 1
   if args.checkpoints:
@@ -170,10 +172,14 @@ class _Evaluate:
     results = self.suite.run(scorer, step=ckpt.step, progress=not self.args.quiet,
                              samples=samples)
     if samples is not None and _writes():
-      mode = "w" if self.args.checkpoint else "a"
-      with open(self.args.samples, mode) as f:
-        for row in samples:
-          f.write(json.dumps({"checkpoint": name or ckpt.path, **row}) + "\n")
+      rows = [{"checkpoint": name or ckpt.path, **row} for row in samples]
+      if self.args.checkpoint:
+        fileio.write_text(self.args.samples, "".join(json.dumps(r) + "\n" for r in rows))
+      else:
+        log_file = fileio.JsonlLog(self.args.samples)
+        for row in rows:
+          log_file.append(row)
+        log_file.close()
     return records.make_record(
         results, model=self.args.model or meta.get("model") or ckpt.path,
         checkpoint=ckpt.path, step=ckpt.step, tokens=ckpt.tokens,
@@ -182,7 +188,7 @@ class _Evaluate:
   def _scorer(self, params, cfg, tokenizer: str):
     from fineline import tokenizers  # pylint: disable=import-outside-toplevel
     from fineline.evaluation.scorer import Scorer  # pylint: disable=import-outside-toplevel
-    key = (json.dumps(cfg.to_dict(), sort_keys=True), os.path.realpath(tokenizer))
+    key = (json.dumps(cfg.to_dict(), sort_keys=True), os.fspath(fileio.resolve(tokenizer)))
     if self.scorer is None or key != self.key:
       mesh = self.args.device_mesh
       self.scorer = Scorer(cfg, params, tokenizers.load_vocabulary(tokenizer),
@@ -248,7 +254,8 @@ def load_checkpoint(path: str, *, tokenizer: str | None = None, dtype: str | Non
     tokenizer_dir = tokenizers.find_tokenizer_dir(path)
   elif series_lib.is_hf_checkpoint(path):
     from fineline.convert import hf  # pylint: disable=import-outside-toplevel
-    params, cfg, tokenizer_dir = hf.load_hf_checkpoint(path, dtype=dtype)
+    # Safetensors are memory-mapped: a bucket's HF directory is read from a local copy.
+    params, cfg, tokenizer_dir = hf.load_hf_checkpoint(fileio.download(path), dtype=dtype)
     params, meta = (jax.device_put(params) if mesh is None else params), {}
   else:
     raise FileNotFoundError(f"{path}: neither a fineline checkpoint (meta/) nor a Hugging "
@@ -284,21 +291,6 @@ def _writes() -> bool:
 
 def _first(a, b):
   return a if a is not None else b
-
-
-def _write_json(path: str, obj) -> None:
-  """Written beside the target and renamed: no half-written output on failure."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
 
 
 def _print_summary(record: dict) -> None:

@@ -4,13 +4,16 @@ TensorBoard scalars under MODEL_DIR/eval."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
 import time
 from typing import Sequence
 
 import gin
 
+from fineline import fileio
 from fineline.errors import UserError
 from fineline.evaluation import records
 from fineline.evaluation import suite as suite_lib
@@ -84,32 +87,39 @@ class InProcessEvaluator:
     self._scorer.params = params
     samples = [] if self.write_samples else None
     results = self._suite.run(self._scorer, step=step, samples=samples)
-    checkpoint = os.path.join(model_dir, "checkpoints", str(step)) if model_dir else None
+    checkpoint = (os.fspath(fileio.resolve(model_dir) / "checkpoints" / str(step))
+                  if model_dir else None)
     record = records.make_record(results, model=self.model_name or model_dir,
                                  checkpoint=checkpoint, step=step, tokens=tokens,
                                  errors=self._suite.last_errors)
     if samples and model_dir and jax.process_index() == 0:
-      records.write_jsonl(os.path.join(model_dir, "eval", f"samples_{step}.jsonl"), samples, "w")
+      fileio.write_text(fileio.resolve(model_dir) / "eval" / f"samples_{step}.jsonl",
+                        "".join(json.dumps(row) + "\n" for row in samples))
     return record
 
   def _write(self, record: dict) -> None:
     import jax  # pylint: disable=import-outside-toplevel
     if jax.process_index() != 0:
       return
-    eval_dir = os.path.join(self.model_dir, "eval")
-    records.write_jsonl(os.path.join(eval_dir, "results.jsonl"), [record], "a")
+    eval_dir = fileio.resolve(self.model_dir) / "eval"
+    results = fileio.JsonlLog(eval_dir / "results.jsonl")
+    results.append(record)
+    results.close()
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-    # One event file per evaluation, closed at once: tensorboardX's flush() does not wait
-    # for its writer thread, close() does.
-    writer = SummaryWriter(eval_dir, filename_suffix=f".step{record['step']}")
-    try:
-      for task, metrics in record["tasks"].items():
-        for name, value in metrics.items():
-          if (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and name not in ("n", "num_fewshot", "chance")):
-            writer.add_scalar(f"{task}/{name}", value, record["step"])
-    finally:
-      writer.close()
+    # One event file per evaluation, closed at once (tensorboardX's flush() does not wait
+    # for its writer thread, close() does), then published whole.
+    with tempfile.TemporaryDirectory(prefix=".fineline-tb-") as local:
+      writer = SummaryWriter(local, filename_suffix=f".step{record['step']}")
+      try:
+        for task, metrics in record["tasks"].items():
+          for name, value in metrics.items():
+            if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and name not in ("n", "num_fewshot", "chance")):
+              writer.add_scalar(f"{task}/{name}", value, record["step"])
+      finally:
+        writer.close()
+      for name in os.listdir(local):
+        fileio.copy_into(os.path.join(local, name), eval_dir / name)
 
 
 def _config_from_save(model_dir: str | None, step: int):
@@ -117,13 +127,13 @@ def _config_from_save(model_dir: str | None, step: int):
   from fineline.models.config import LlamaConfig  # pylint: disable=import-outside-toplevel
   if not model_dir:
     raise UserError("InProcessEvaluator.model_dir is not set (bind it to %MODEL_DIR)")
-  meta = checkpointing.read_meta(os.path.join(model_dir, "checkpoints", str(step)))
+  meta = checkpointing.read_meta(fileio.resolve(model_dir) / "checkpoints" / str(step))
   return LlamaConfig.from_dict(meta["model_config"])
 
 
 def _run_vocabulary(model_dir: str | None):
   from fineline import tokenizers  # pylint: disable=import-outside-toplevel
-  if not model_dir or not os.path.isdir(os.path.join(model_dir, "tokenizer")):
+  if not model_dir or not (fileio.resolve(model_dir) / "tokenizer").is_dir():
     raise UserError(f"InProcessEvaluator: no tokenizer in {model_dir}/tokenizer/ (the run's "
                     "data names no tokenizer file)")
-  return tokenizers.load_vocabulary(os.path.join(model_dir, "tokenizer"))
+  return tokenizers.load_vocabulary(fileio.resolve(model_dir) / "tokenizer")

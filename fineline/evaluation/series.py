@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 
 import tqdm
 
+from fineline import fileio
 from fineline.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -37,26 +38,27 @@ class Checkpoint:
   tokens: int | None = None
 
 
-def is_fineline_checkpoint(path: str) -> bool:
-  return os.path.isdir(os.path.join(path, "meta"))
+def is_fineline_checkpoint(path) -> bool:
+  return (fileio.resolve(path) / "meta").is_dir()
 
 
-def is_hf_checkpoint(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, "config.json"))
+def is_hf_checkpoint(path) -> bool:
+  return (fileio.resolve(path) / "config.json").is_file()
 
 
 def discover(paths: Iterable[str]) -> list[Checkpoint]:
   """The checkpoints named by `paths`, each series ordered by step/tokens."""
   out: list[Checkpoint] = []
-  for path in paths:
-    path = os.path.abspath(os.path.expanduser(path))
-    if os.path.isfile(path):
+  for given in paths:
+    path = fileio.resolve(given)
+    fileio.check_access(path, "checkpoint path")
+    if path.is_file():
       out.extend(_read_list_file(path))
     elif is_fineline_checkpoint(path) or is_hf_checkpoint(path):
       out.append(_named(path))
-    elif os.path.isdir(os.path.join(path, "checkpoints")):
-      out.extend(_children(os.path.join(path, "checkpoints")))
-    elif os.path.isdir(path):
+    elif (path / "checkpoints").is_dir():
+      out.extend(_children(path / "checkpoints", run=True))
+    elif path.is_dir():
       found = _children(path)
       if not found:
         raise FileNotFoundError(f"{path}: no fineline or Hugging Face checkpoints in it")
@@ -66,15 +68,19 @@ def discover(paths: Iterable[str]) -> list[Checkpoint]:
   return out
 
 
-def _children(directory: str) -> list[Checkpoint]:
-  found = [_named(os.path.join(directory, name)) for name in os.listdir(directory)
-           if is_fineline_checkpoint(os.path.join(directory, name))
-           or is_hf_checkpoint(os.path.join(directory, name))]
+def _children(directory, run: bool = False) -> list[Checkpoint]:
+  if run:  # a run's saves: only those Orbax committed (on a bucket, a save may be partial)
+    import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+    children = [c for c in directory.iterdir() if ocp.utils.is_checkpoint_finalized(c)]
+  else:
+    children = list(directory.iterdir())
+  found = [_named(c) for c in children if is_fineline_checkpoint(c) or is_hf_checkpoint(c)]
   return sorted(found, key=lambda c: (c.step if c.step is not None else -1,
                                       c.tokens if c.tokens is not None else -1, c.path))
 
 
-def _named(path: str, step=None, tokens=None) -> Checkpoint:
+def _named(path, step=None, tokens=None) -> Checkpoint:
+  path = os.fspath(path)
   if is_fineline_checkpoint(path) and (step is None or tokens is None):
     from fineline import checkpointing  # pylint: disable=import-outside-toplevel
     meta = checkpointing.read_meta(path)
@@ -91,70 +97,53 @@ def _named(path: str, step=None, tokens=None) -> Checkpoint:
   return Checkpoint(path, step, tokens)
 
 
-def _read_list_file(path: str) -> list[Checkpoint]:
-  base, out = os.path.dirname(path), []
-  with open(path) as f:
-    for lineno, line in enumerate(f, 1):
-      line = line.strip()
-      if not line or line.startswith("#"):
-        continue
-      try:
-        if line.startswith("{"):
-          entry = json.loads(line)
-          ckpt, step, tokens = entry["path"], entry.get("step"), entry.get("tokens")
-        else:
-          parts = line.split()
-          ckpt = parts[0]
-          step = int(parts[1]) if len(parts) > 1 and parts[1] != "-" else None
-          tokens = int(float(parts[2])) if len(parts) > 2 else None
-      except (ValueError, KeyError, IndexError) as e:
-        raise UserError(f"{path}:{lineno}: expected 'PATH [STEP [TOKENS]]' or a JSON object "
-                         f"with 'path', got {line!r} ({e})") from e
-      ckpt = os.path.normpath(os.path.join(base, os.path.expanduser(ckpt)))
-      if not (is_fineline_checkpoint(ckpt) or is_hf_checkpoint(ckpt)):
-        raise FileNotFoundError(f"{path}:{lineno}: {ckpt} is not a fineline or Hugging Face "
-                                "checkpoint")
-      out.append(_named(ckpt, step, tokens))
+def _read_list_file(path) -> list[Checkpoint]:
+  out = []
+  for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    try:
+      if line.startswith("{"):
+        entry = json.loads(line)
+        ckpt, step, tokens = entry["path"], entry.get("step"), entry.get("tokens")
+      else:
+        parts = line.split()
+        ckpt = parts[0]
+        step = int(parts[1]) if len(parts) > 1 and parts[1] != "-" else None
+        tokens = int(float(parts[2])) if len(parts) > 2 else None
+    except (ValueError, KeyError, IndexError) as e:
+      raise UserError(f"{path}:{lineno}: expected 'PATH [STEP [TOKENS]]' or a JSON object "
+                      f"with 'path', got {line!r} ({e})") from e
+    ckpt = os.path.expanduser(ckpt)
+    if not (fileio.is_url(ckpt) or os.path.isabs(ckpt)):  # relative to the list file
+      ckpt = (os.fspath(path.parent / ckpt) if fileio.is_url(path)
+              else os.path.normpath(os.path.join(path.parent, ckpt)))
+    if not (is_fineline_checkpoint(ckpt) or is_hf_checkpoint(ckpt)):
+      raise FileNotFoundError(f"{path}:{lineno}: {ckpt} is not a fineline or Hugging Face "
+                              "checkpoint")
+    out.append(_named(ckpt, step, tokens))
   return out
 
 
-def read_records(output: str) -> list[dict]:
-  """The complete records in a series file; drops a torn last line left by a killed run."""
-  if not os.path.exists(output):
-    return []
-  with open(output, "rb") as f:
-    data = f.read()
-  records, good_end = [], 0
-  for line in data.splitlines(keepends=True):
-    try:
-      if not line.endswith(b"\n"):
-        raise UserError("no newline")
-      if line.strip():
-        records.append(json.loads(line))
-      good_end += len(line)
-    except ValueError:
-      log.warning("%s: dropping an incomplete last record", output)
-      break
-  if good_end < len(data) and _process_index() == 0:
-    with open(output, "r+b") as f:
-      f.truncate(good_end)
-  return records
+def read_records(output) -> list[dict]:
+  """The complete records in a series file (either `fileio.JsonlLog` layout); a torn last
+  line left by a killed run is dropped (and, by process 0, cut off the file)."""
+  return fileio.read_jsonl(output, repair=_process_index() == 0)
 
 
-def append_record(output: str, record: dict) -> None:
+def append_record(output, record: dict) -> None:
   """Appends `record` to `output` (process 0 only: the other hosts hold the same one)."""
   if _process_index() != 0:
     return
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output, "a") as f:
-    f.write(json.dumps(record) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
+  log_file = fileio.JsonlLog(output)
+  log_file.append(record)
+  log_file.close()
 
 
 def _key(path: str) -> str:
   """How a record names its checkpoint: a local path made absolute, a hub one (hf://) as is."""
-  return path if "://" in path else os.path.abspath(path)
+  return os.fspath(fileio.resolve(path))
 
 
 def pending(checkpoints: list, output: str) -> list:

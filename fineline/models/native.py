@@ -22,12 +22,11 @@ import os
 import pathlib
 import platform
 import subprocess
-import tempfile
 
 import jax
 import jax.numpy as jnp
 
-from fineline import cache
+from fineline import cache, fileio
 from fineline.models import backend
 
 _SOURCES = tuple(pathlib.Path(__file__).with_name(name)
@@ -67,16 +66,13 @@ def _build() -> pathlib.Path:
   if target.exists():
     return target
   target.parent.mkdir(parents=True, exist_ok=True)
-  # Compiled beside the target and renamed into place: concurrent builders never load a
-  # half-written library.
-  with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-    built = pathlib.Path(tmp) / target.name
-    result = subprocess.run([*command, "-o", str(built)], capture_output=True, text=True,
+  # Published whole: concurrent builders never load a half-written library.
+  with fileio.atomic_output(target) as built:
+    result = subprocess.run([*command, "-o", built], capture_output=True, text=True,
                             check=False)
     if result.returncode:
       names = ", ".join(s.name for s in _SOURCES)
       raise RuntimeError(f"{compiler} failed on {names}:\n{result.stderr[-2000:]}")
-    os.replace(built, target)
   return target
 
 

@@ -1,21 +1,27 @@
 """Training metrics: TensorBoard event files, MODEL_DIR/metrics.jsonl and a console line.
 
-Only process 0 writes. Throughput is reported as tokens/s and as MFU: model FLOPs
-(`LlamaConfig.flops_per_token`) against the devices' peak. The peak comes from a table of
-published dense bf16 figures per chip; on CPU it is measured at start-up by timing a jnp.dot.
+Only process 0 writes. MODEL_DIR may be a URL: metrics.jsonl is then a `fileio.JsonlLog` of
+part objects, and the TensorBoard events are written locally and uploaded at each `flush`
+(the trainer flushes at every save) and at `close`. Throughput is reported as tokens/s and
+as MFU: model FLOPs (`LlamaConfig.flops_per_token`) against the devices' peak. The peak
+comes from a table of published dense bf16 figures per chip; on CPU it is measured at
+start-up by timing a jnp.dot.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fineline import fileio
 
 # Dense bf16 peak FLOP/s per device (one jax device: a TPU chip, or a GPU).
 PEAK_FLOPS_PER_DEVICE = {
@@ -62,16 +68,22 @@ def peak_flops_total(devices=None) -> float:
 class MetricsWriter:
   """Appends one record per logged step to metrics.jsonl and TensorBoard; prints a line."""
 
-  def __init__(self, model_dir: str, *, flops_per_token: float, peak_flops: float):
+  def __init__(self, model_dir, *, flops_per_token: float, peak_flops: float,
+               store_interval_s: float = 60.0):
     self.is_writer = jax.process_index() == 0
     self.flops_per_token = flops_per_token
     self.peak_flops = peak_flops
+    self.model_dir = fileio.resolve(model_dir)
     self._jsonl = None
     self._tb = None
+    self._tb_dir = None
     if self.is_writer:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._jsonl = open(os.path.join(model_dir, "metrics.jsonl"), "a", encoding="utf-8")
-      self._tb = SummaryWriter(model_dir)
+      remote = fileio.is_url(self.model_dir)
+      self._jsonl = fileio.JsonlLog(self.model_dir / "metrics.jsonl",
+                                    min_interval_s=store_interval_s if remote else 0.0)
+      self._tb_dir = tempfile.mkdtemp(prefix=".fineline-tb-") if remote else None
+      self._tb = SummaryWriter(self._tb_dir or os.fspath(self.model_dir))
 
   def throughput(self, tokens: float, seconds: float) -> dict[str, float]:
     tokens_per_s = tokens / max(seconds, 1e-9)
@@ -83,8 +95,7 @@ class MetricsWriter:
     if not self.is_writer:
       return
     clean = {"step": step, **{k: _scalar(v) for k, v in record.items()}}
-    self._jsonl.write(json.dumps(clean) + "\n")
-    self._jsonl.flush()
+    self._jsonl.append(clean)
     for key, value in clean.items():
       if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
         self._tb.add_scalar(f"train/{key}", value, step)
@@ -97,15 +108,29 @@ class MetricsWriter:
     if not self.is_writer:
       return
     record = {"step": step, "event": kind, **{k: _scalar(v) for k, v in fields.items()}}
-    self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
+    self._jsonl.append(record)
     print(f"step {step:>7}  EVENT {kind}: " + ", ".join(f"{k}={v}" for k, v in fields.items()),
           flush=True)
+
+  def flush(self) -> None:
+    """Makes everything written so far durable (on a store: new part objects, uploads)."""
+    if self.is_writer:
+      self._jsonl.flush()
+      self._tb.flush()
+      self._upload_events()
 
   def close(self) -> None:
     if self.is_writer:
       self._jsonl.close()
       self._tb.close()
+      self._upload_events()
+      if self._tb_dir:
+        shutil.rmtree(self._tb_dir, ignore_errors=True)
+
+  def _upload_events(self) -> None:
+    # An event file is rewritten whole: TensorBoard reads the longer object from the start.
+    for name in os.listdir(self._tb_dir) if self._tb_dir else ():
+      fileio.copy_into(os.path.join(self._tb_dir, name), self.model_dir / name)
 
 
 def _scalar(v):

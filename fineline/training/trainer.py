@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -9,7 +10,7 @@ import time
 import gin
 import jax
 
-from fineline import checkpointing, partitioning
+from fineline import checkpointing, fileio, partitioning, run_checkpoints
 from fineline.data import pretrain
 from fineline.training import metrics as metrics_lib
 from fineline.errors import UserError
@@ -42,16 +43,17 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
   else starts from `init_from` (a fineline checkpoint, e.g. an imported HF model) or from
   random init. Returns the final host-side record (step, loss, …).
   """
-  checkpointing.ensure_writable(model_dir)
+  fileio.check_access(model_dir, "MODEL_DIR", write=True)
   run = run_lib.build(**{name: value for name, value in locals().items()
                          if name in run_lib.BUILD_SETTINGS})
   cfg, mesh, train_step = run.cfg, run.mesh, run.train_step
   batches = data(sequence_length=sequence_length, global_batch_size=batch_size, seed=seed,
                  bos_id=cfg.bos_token_id, process_index=jax.process_index(),
                  process_count=jax.process_count())
-  ckpts = checkpointing.RunCheckpoints(model_dir, keep_last=keep_last, keep_every=keep_every_steps,
-                                       async_save=async_checkpoints)
-  checkpointing.copy_tokenizer(model_dir, getattr(batches, "tokenizer_file", None))
+  ckpts = run_checkpoints.RunCheckpoints(model_dir, keep_last=keep_last,
+                                         keep_every=keep_every_steps,
+                                         async_save=async_checkpoints)
+  run_checkpoints.copy_tokenizer(model_dir, getattr(batches, "tokenizer_file", None))
   _write_config(model_dir)
 
   state, tokens = _initial_state(train_step, ckpts, batches, cfg, seed, init_from)
@@ -85,6 +87,7 @@ def train(model_dir: str = gin.REQUIRED, preset: str = gin.REQUIRED, train_steps
         clock, window_tokens = _now(), 0
       stopping = stop.poll(step)
       if step % save_every_steps == 0 or step == train_steps or stopping:
+        writer.flush()
         _save(ckpts, step, state, cfg, tokens, batches)
         if evaluator is not None:
           _evaluate(evaluator, ckpts, state, step, tokens, step // save_every_steps)
@@ -129,8 +132,8 @@ def _observe(step, step_metrics, loss_avg, writer, ckpts, max_consecutive_nonfin
 def _initial_state(train_step, ckpts, batches, cfg, seed, init_from):
   latest = ckpts.latest_step()
   if latest is not None:
-    abstract = checkpointing.abstract_with_shardings(train_step.abstract_state,
-                                                     train_step.state_shardings)
+    abstract = run_checkpoints.abstract_with_shardings(train_step.abstract_state,
+                                                       train_step.state_shardings)
     state, meta, data_state = ckpts.restore(latest, abstract)
     if data_state:
       batches.set_state(data_state)
@@ -184,12 +187,8 @@ def _evaluate(evaluator, ckpts, state, step, tokens, save_index):
 
 
 def _write_config(model_dir: str) -> None:
-  if jax.process_index() != 0:
-    return
-  path = os.path.join(model_dir, "config.gin")
-  with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-    f.write(gin.config_str())
-  os.replace(f"{path}.tmp", path)
+  if jax.process_index() == 0:
+    fileio.write_text(fileio.resolve(model_dir) / "config.gin", gin.config_str())
 
 
 class _StopFlag:

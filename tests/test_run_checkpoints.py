@@ -4,9 +4,8 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from fineline import checkpointing
+from fineline import checkpointing, run_checkpoints
 
 
 def _state(v):
@@ -21,7 +20,7 @@ def _abstract():
 
 
 def _save_steps(directory, steps, **kw):
-  ckpts = checkpointing.RunCheckpoints(directory, **kw)
+  ckpts = run_checkpoints.RunCheckpoints(directory, **kw)
   for s in steps:
     ckpts.save(s, _state(s), {"step": s, "tokens": 10 * s}, {"batches": s, "iterator": "x"})
   ckpts.wait()
@@ -47,7 +46,7 @@ def test_an_interrupted_save_is_never_restored(tmp_path):
   partial = os.path.join(root, "6.orbax-checkpoint-tmp-1700000000")
   shutil.copytree(os.path.join(root, "4"), partial)
   shutil.rmtree(os.path.join(partial, "train_state"))
-  ckpts = checkpointing.RunCheckpoints(str(tmp_path), keep_last=5)
+  ckpts = run_checkpoints.RunCheckpoints(str(tmp_path), keep_last=5)
   assert ckpts.latest_step() == 4
   state, _, _ = ckpts.restore(ckpts.latest_step(), _abstract())
   assert float(state["params"]["w"][0, 0]) == 4
@@ -55,19 +54,12 @@ def test_an_interrupted_save_is_never_restored(tmp_path):
   assert not os.path.exists(partial)  # cleaned up, never mistaken for a checkpoint
 
 
-def test_unwritable_model_dir_is_a_clear_error(tmp_path):
-  blocker = tmp_path / "file"
-  blocker.write_text("not a directory")
-  with pytest.raises(PermissionError, match=r"MODEL_DIR .*file/run is not writable"):
-    checkpointing.ensure_writable(str(blocker / "run"))
-
-
 def test_tokenizer_is_copied_once(tmp_path):
   tok = tmp_path / "tok"
   tok.mkdir()
   (tok / "tokenizer.model").write_bytes(b"model")
-  checkpointing.copy_tokenizer(str(tmp_path / "run"), str(tok))
+  run_checkpoints.copy_tokenizer(str(tmp_path / "run"), str(tok))
   (tok / "tokenizer.model").write_bytes(b"changed")
-  checkpointing.copy_tokenizer(str(tmp_path / "run"), str(tok))
+  run_checkpoints.copy_tokenizer(str(tmp_path / "run"), str(tok))
   assert (tmp_path / "run" / "tokenizer" / "tokenizer.model").read_bytes() == b"model"
   np.testing.assert_equal(sorted(os.listdir(tmp_path / "run")), ["tokenizer"])
