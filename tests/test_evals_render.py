@@ -255,7 +255,7 @@ def test_minerva_math_metrics_equal_lm_eval(data_dir):
 
 
 def test_boolq_google_schema_maps_answer_to_label():
-  docs = multiple_choice._boolq_process_docs([{"question": "q", "passage": "p", "answer": True}])
+  docs = [multiple_choice._boolq_process_doc({"question": "q", "passage": "p", "answer": True})]
   assert docs[0]["label"] == 1
 
 

@@ -164,7 +164,7 @@ class _Evaluate:
     from fineline.evaluation.scorer import Scorer  # pylint: disable=import-outside-toplevel
     key = (json.dumps(cfg.to_dict(), sort_keys=True), os.path.realpath(tokenizer))
     if self.scorer is None or key != self.key:
-      self.scorer = Scorer(cfg, params, tokenizers.load_vocabulary(tokenizer),
+      self.scorer = Scorer(cfg, params, tokenizers.load_tokenizer(tokenizer),
                            batch_size=self.args.batch_size, max_length=self.args.max_length)
       self.key = key
     self.scorer.params = params  # the jitted functions stay compiled across checkpoints

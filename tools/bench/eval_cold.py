@@ -105,11 +105,13 @@ def main(argv=None):
            "FINELINE_CACHE_DIR": os.path.join(work, "cache")}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     common = ["--limit", str(args.limit), "--batch_size", str(args.batch_size)]
-    lm_eval_out = os.path.join(work, "lm_eval_out")
-    lm_eval = [os.path.join(BIN, "lm_eval"), "--model", "hf", "--model_args",
-               f"pretrained={model},dtype=float32", "--device", "cpu", "--include_path",
-               include, "--tasks", ",".join(f"{t}_local" for t in tasks),
-               "--output_path", lm_eval_out, *common]
+    # lm-eval adds a results file per run to its output dir: one dir per round.
+    lm_eval_out = lambda round_: os.path.join(work, f"lm_eval_out_{round_}")
+    lm_eval = lambda round_: [
+        os.path.join(BIN, "lm_eval"), "--model", "hf", "--model_args",
+        f"pretrained={model},dtype=float32", "--device", "cpu", "--include_path", include,
+        "--tasks", ",".join(f"{t}_local" for t in tasks), "--output_path",
+        lm_eval_out(round_), *common]
     ours_out = os.path.join(work, "fineline.json")
     fineline = [os.path.join(BIN, "fineline"), "eval", "--checkpoint", model, "--tasks",
                 ",".join(tasks), "--num_fewshot", "0", "--data_dir", args.data_dir,
@@ -119,14 +121,15 @@ def main(argv=None):
 
     times = {"lm_eval": [], "fineline_compiling": [], "fineline_cached": []}
     for round_ in range(args.repeats):
-      times["lm_eval"].append(timed_command(lm_eval, env))
+      times["lm_eval"].append(timed_command(lm_eval(round_), env))
       fresh = {**env, "JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(dir=work)}
       times["fineline_compiling"].append(timed_command(fineline, fresh))
       times["fineline_cached"].append(timed_command(fineline, env))
       log(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
 
     ours = json.load(open(ours_out))["tasks"]
-    theirs_file, = glob.glob(os.path.join(lm_eval_out, "**", "results_*.json"), recursive=True)
+    theirs_file, = glob.glob(os.path.join(lm_eval_out(args.repeats - 1), "**",
+                                          "results_*.json"), recursive=True)
     theirs = json.load(open(theirs_file))["results"]
     scores = {t: {m: {"fineline": ours[t][m], "lm_eval": theirs[f"{t}_local"][f"{m},none"]}
                   for m in ("acc", "acc_norm")} for t in tasks}
