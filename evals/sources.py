@@ -189,7 +189,7 @@ def _may_be_prepared(tfds_name: str) -> bool:
                                                              "tensorflow_datasets")
   if "://" in data_dir:
     return True  # a remote file system: only TFDS can tell
-  root = os.path.join(data_dir, *tfds_name.split("/"))
+  root = os.path.join(data_dir, *tfds_name.split(":")[0].split("/"))  # name[/config][:version]
   return any(glob.glob(os.path.join(root, *["*"] * depth, "dataset_info.json"))
              for depth in (1, 2))
 

@@ -120,3 +120,26 @@ def test_missing_dataset_names_task_and_directory(setup, tmp_path, capsys):
   err = capsys.readouterr().err
   assert "'piqa'" in err and str(empty) in err and "get_eval_data.sh" in err
   assert not output.exists()
+
+
+def test_eval_command_loads_neither_tensorflow_nor_seqio(setup, hf_record, tmp_path):
+  """The command a user runs imports only what scoring needs; its record is the same."""
+  import subprocess
+  import sys
+  _, hf_dir, data_dir = setup
+  output = tmp_path / "cold.json"
+  code = ("import sys\nfrom fineline import cli\n"
+          f"rc = cli.main(['eval', '--quiet', '--checkpoint', {str(hf_dir)!r}, '--tasks', "
+          f"{ARGS[1]!r}, '--num_fewshot', '1', '--data_dir', {str(data_dir)!r}, "
+          f"'--output', {str(output)!r}])\n"
+          "loaded = [m for m in ('tensorflow', 'seqio', 'keras', 'clu', 'tensorflow_datasets',"
+          " 'torch') if m in sys.modules]\n"
+          "print('LOADED', loaded)\nsys.exit(rc)\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, check=False, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "LOADED []" in result.stdout
+  drop = lambda r: {t: {k: v for k, v in m.items() if k != "seconds"}
+                    for t, m in r["tasks"].items()}
+  assert drop(json.loads(output.read_text())) == drop(hf_record[0])

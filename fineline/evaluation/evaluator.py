@@ -195,6 +195,15 @@ def _seqio_evaluator(leaf: str):
   return evaluator, [_decode(ex) for ex in tfds.as_numpy(evaluator.cached_task_datasets[leaf])]
 
 
+def _decode(ex: dict) -> dict:
+  """A seqio task-dataset example (numpy) as the evaluator holds it (`tasks.example`)."""
+  text = lambda k: ex[k].decode("utf-8")
+  return {"kind": text("kind"), "context": text("context"),
+          "continuation": text("continuation"), "until": json.loads(text("until")),
+          "max_new_tokens": int(ex["max_new_tokens"]), "meta": json.loads(text("meta")),
+          "target": text("targets_pretokenized")}
+
+
 def _plain(v):
   if isinstance(v, (np.floating, np.integer)):
     v = v.item()

@@ -104,6 +104,9 @@ def main(argv=None):
            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "FINELINE_CACHE_DIR": os.path.join(work, "cache")}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    # fineline from this checkout, whichever one the environment has installed.
+    ours_env = {**env, "PYTHONPATH": os.pathsep.join(
+        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
     common = ["--limit", str(args.limit), "--batch_size", str(args.batch_size)]
     # lm-eval adds a results file per run to its output dir: one dir per round.
     lm_eval_out = lambda round_: os.path.join(work, f"lm_eval_out_{round_}")
@@ -117,14 +120,14 @@ def main(argv=None):
                 ",".join(tasks), "--num_fewshot", "0", "--data_dir", args.data_dir,
                 "--output", ours_out, "--quiet", *common]
     subprocess.run([sys.executable, "-c", "from fineline.models import native; "
-                    "native.available()"], env=env, check=True)  # kernels built, untimed
+                    "native.available()"], env=ours_env, check=True)  # kernels built, untimed
 
     times = {"lm_eval": [], "fineline_compiling": [], "fineline_cached": []}
     for round_ in range(args.repeats):
       times["lm_eval"].append(timed_command(lm_eval(round_), env))
-      fresh = {**env, "JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(dir=work)}
+      fresh = {**ours_env, "JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(dir=work)}
       times["fineline_compiling"].append(timed_command(fineline, fresh))
-      times["fineline_cached"].append(timed_command(fineline, env))
+      times["fineline_cached"].append(timed_command(fineline, ours_env))
       log(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
 
     ours = json.load(open(ours_out))["tasks"]
