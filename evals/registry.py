@@ -2,9 +2,9 @@
 small API for simple item files.
 
 `register(doc_task, metric_fn, …)` adds a task (a `seqio.Task` in seqio's registry) whose
-examples render the task's documents under the current run settings (`fineline.evaluation.tasks.use_settings`), and
-records its capability group and chance level. Two helpers cover tasks whose items are
-already prompts:
+examples render the task's documents under the current run settings
+(`fineline.evaluation.tasks.use_settings`), and records its capability group and chance
+level. Two helpers cover tasks whose items are already prompts:
 
   register_multiple_choice_task(name, path_or_loader, capability, *, chance=None,
                                 num_fewshot=0, metrics=("acc", "acc_norm"),

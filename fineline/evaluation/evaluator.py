@@ -8,8 +8,9 @@ each task's requests once, so a suite can score many checkpoints. Tasks register
 with seqio gets a `seqio.Evaluator`, which reads and caches its dataset.
 `TaskSuite.run(scorer)` gathers the requests of all tasks, scores each kind in one pass
 (the scorer sorts, buckets and shares contexts across tasks), hands each task's slice to
-its metric functions and returns one entry per task with lm-eval's metric names. A task whose data or metrics fail is logged with its
-error and left out (listed under `errors`); the others go on.
+its metric functions and returns one entry per task with lm-eval's metric names. A task
+whose data or metrics fail is logged with its error and left out (listed under `errors`);
+the others go on.
 
 `InProcessEvaluator` (gin-configurable) runs a suite on the live parameters from inside
 the trainer after committed saves, writing MODEL_DIR/eval/results.jsonl and TensorBoard.

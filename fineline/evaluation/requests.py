@@ -11,8 +11,9 @@ module reproduces its choices one by one:
 - rolling (perplexity) windows and generation prompts follow lm-eval's recipes.
 
 `vocab` is a tokenizer from `fineline.tokenizers.load_tokenizer` (or the same as a
-`seqio.Vocabulary`, `load_vocabulary`): `.encode` gives ids without special tokens, `.add_bos` says whether the Hugging Face tokenizer
-prepends BOS by default, `.bos_id` / `.eos_id` name the special ids.
+`seqio.Vocabulary`, `load_vocabulary`): `.encode` gives ids without special tokens,
+`.add_bos` says whether the Hugging Face tokenizer prepends BOS by default, `.bos_id` /
+`.eos_id` name the special ids.
 """
 
 from __future__ import annotations

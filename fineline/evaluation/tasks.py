@@ -1,9 +1,9 @@
 """The contract between task definitions and the evaluator.
 
 Task modules (the `evals` package, or any module named in `TASK_MODULES`) register
-`seqio.Task`s whose examples are *rendered requests*: one example per log-likelihood
-request (a multiple-choice document gives one per choice) or per generation. Every
-example carries
+tasks (seqio Tasks too) whose examples are *rendered requests*: one example per
+log-likelihood request (a multiple-choice document gives one per choice) or per
+generation. Every example carries
 
   kind                  "loglikelihood" | "loglikelihood_rolling" | "generate"
   context, continuation the request strings (continuation empty for "generate")
