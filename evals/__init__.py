@@ -1,4 +1,4 @@
-"""The downstream benchmark suite, registered with seqio by task name.
+"""The downstream benchmark suite, registered by task name (with seqio too, once loaded).
 
 Importing a task module registers its tasks: `evals.multiple_choice` (hellaswag, arc_easy,
 arc_challenge, piqa, winogrande, boolq, openbookqa, sciq, social_iqa, commonsense_qa, race,

@@ -30,7 +30,6 @@ import os
 import zlib
 
 import numpy as np
-import seqio
 
 from evals import capabilities as cap
 from evals import metrics as metric_lib
@@ -191,18 +190,9 @@ def metric(targets, predictions, *, limits: sandbox.Limits | None = None,
 
 
 def register(task: DocTask) -> None:
-  def dataset_fn(split, shuffle_files=False, seed=None):
-    del split, shuffle_files, seed
-    return task_lib.examples_dataset(examples(task, task_lib.current_settings()))
-
-  if task.name in seqio.TaskRegistry.names():
-    seqio.TaskRegistry.remove(task.name)
-  seqio.TaskRegistry.add(
-      task.name, source=seqio.FunctionDataSource(dataset_fn, splits=[task_lib.SPLIT]),
-      output_features=task_lib.OUTPUT_FEATURES, preprocessors=[],
-      postprocess_fn=task_lib.postprocess, metric_fns=[metric])
-  task_lib.register_info(task_lib.TaskInfo(
-      task.name, cap.CODE, 0.0, 3 if task is MBPP else 0, "pass@1"))
+  task_lib.register_task(
+      task_lib.RequestTask(task.name, lambda settings: examples(task, settings), (metric,)),
+      task_lib.TaskInfo(task.name, cap.CODE, 0.0, 3 if task is MBPP else 0, "pass@1"))
 
 
 for _task in (HUMANEVAL, MBPP):

@@ -45,19 +45,16 @@ def hellaswag_preprocess(text: str) -> str:
   return text.replace("  ", " ")
 
 
-def hellaswag_process_docs(docs):
-  out = []
-  for doc in docs:
-    ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
-    out.append({**doc, "query": hellaswag_preprocess(doc["activity_label"] + ": " + ctx),
-                "choices": [hellaswag_preprocess(e) for e in doc["endings"]],
-                "gold": int(doc["label"])})
-  return out
+def hellaswag_process_doc(doc):
+  ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
+  return {**doc, "query": hellaswag_preprocess(doc["activity_label"] + ": " + ctx),
+          "choices": [hellaswag_preprocess(e) for e in doc["endings"]],
+          "gold": int(doc["label"])}
 
 
-def _boolq_process_docs(docs):
+def _boolq_process_doc(doc):
   # google/boolq stores `answer` (bool); super_glue's boolq, which lm-eval reads, `label`.
-  return [doc if "label" in doc else {**doc, "label": int(doc["answer"])} for doc in docs]
+  return doc if "label" in doc else {**doc, "label": int(doc["answer"])}
 
 
 def _winogrande_choices(doc):
@@ -133,7 +130,7 @@ TASKS = (
     DocTask(
         name="hellaswag", kind="multiple_choice",
         dataset=DatasetSpec("hellaswag", hf_dir="hellaswag/none"),
-        process_docs=hellaswag_process_docs, doc_to_text=lambda d: d["query"],
+        process_doc=hellaswag_process_doc, doc_to_text=lambda d: d["query"],
         doc_to_choice=lambda d: d["choices"], doc_to_target=lambda d: d["gold"]),
     *(DocTask(
         name=name, kind="multiple_choice", eval_splits=("test", "validation"),
@@ -158,7 +155,7 @@ TASKS = (
         doc_to_choice=_winogrande_choices),
     DocTask(
         name="boolq", kind="multiple_choice",
-        dataset=DatasetSpec("boolq", hf_dir="boolq/none"), process_docs=_boolq_process_docs,
+        dataset=DatasetSpec("boolq", hf_dir="boolq/none"), process_doc=_boolq_process_doc,
         doc_to_text=lambda d: f"{d['passage']}\nQuestion: {d['question']}?\nAnswer:",
         doc_to_choice=lambda d: ["no", "yes"], doc_to_target=lambda d: d["label"]),
     DocTask(

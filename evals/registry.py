@@ -1,9 +1,10 @@
-"""Registering evaluation tasks with seqio, and a small API for simple item files.
+"""Registering evaluation tasks (with fineline, and with seqio once seqio is loaded), and a
+small API for simple item files.
 
-`register(doc_task, metric_fn, …)` adds a `seqio.Task` whose source renders the task's
-documents under the current run settings (`fineline.evaluation.tasks.use_settings`), and
-records its capability group and chance level. Two helpers cover tasks whose items are
-already prompts:
+`register(doc_task, metric_fn, …)` adds a task (a `seqio.Task` in seqio's registry) whose
+examples render the task's documents under the current run settings
+(`fineline.evaluation.tasks.use_settings`), and records its capability group and chance
+level. Two helpers cover tasks whose items are already prompts:
 
   register_multiple_choice_task(name, path_or_loader, capability, *, chance=None,
                                 num_fewshot=0, metrics=("acc", "acc_norm"),
@@ -35,8 +36,6 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
-import seqio
-
 from evals import metrics as metric_lib
 from evals import render, sources
 from fineline.evaluation import tasks as task_lib
@@ -46,31 +45,20 @@ Loader = str | Callable[[str], list[dict]]
 
 def register(task: render.DocTask, metric_fn, *, capability: str, chance: float | None,
              num_fewshot: int = 0, primary_metric: str = "acc") -> None:
-  """Adds `task` to seqio.TaskRegistry (replacing a task of the same name)."""
-  def dataset_fn(split, shuffle_files=False, seed=None):
-    del split, shuffle_files, seed
-    return task_lib.examples_dataset(render.render(task, task_lib.current_settings()))
-
-  if task.name in seqio.TaskRegistry.names():
-    seqio.TaskRegistry.remove(task.name)
-  seqio.TaskRegistry.add(
-      task.name, source=seqio.FunctionDataSource(dataset_fn, splits=[task_lib.SPLIT]),
-      output_features=task_lib.OUTPUT_FEATURES, preprocessors=[],
-      postprocess_fn=task_lib.postprocess, metric_fns=[metric_fn])
-  task_lib.register_info(task_lib.TaskInfo(task.name, capability, chance, num_fewshot,
-                                           primary_metric))
+  """Adds `task` to the task registry (replacing a task of the same name)."""
+  task_lib.register_task(
+      task_lib.RequestTask(task.name, lambda settings: render.render(task, settings),
+                           (metric_fn,)),
+      task_lib.TaskInfo(task.name, capability, chance, num_fewshot, primary_metric))
 
 
 def register_group(name: str, subtasks: Sequence[str], *, capability: str,
                    chance: float | None, num_fewshot: int = 0,
                    primary_metric: str = "acc") -> None:
-  """A seqio Mixture whose score is the size-weighted mean of its subtasks (as lm-eval's
-  MMLU group)."""
-  if name in seqio.MixtureRegistry.names():
-    seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, list(subtasks), default_rate=1.0)
-  task_lib.register_info(task_lib.TaskInfo(name, capability, chance, num_fewshot,
-                                           primary_metric))
+  """A group (a seqio Mixture) whose score is the size-weighted mean of its subtasks (as
+  lm-eval's MMLU group)."""
+  task_lib.register_group(name, subtasks, task_lib.TaskInfo(name, capability, chance,
+                                                            num_fewshot, primary_metric))
 
 
 def item_loader(path_or_loader: Loader) -> Callable[[str, str], list[dict]]:

@@ -43,7 +43,10 @@ class DocTask:
   # lm-eval passes the document to its sampler (which then draws k+1 and drops it) when
   # the config's fewshot split equals its test split, both unset included.
   exclude_eval_doc: bool = True
-  process_docs: Callable[[list[dict]], list[dict]] | None = None
+  process_docs: Callable[[list[dict]], list[dict]] | None = None  # the whole split
+  # One document → one, in order (lm-eval's `dataset.map`): applied to only the documents
+  # used, so that --limit reads no more of the split than it scores.
+  process_doc: Callable[[dict], dict] | None = None
   description: str = ""
   target_delimiter: str = " "
   fewshot_delimiter: str = "\n\n"
@@ -55,12 +58,20 @@ class DocTask:
   doc_meta: Callable[[dict], dict] | None = None
 
 
-def load_docs(task: DocTask, split: str, data_dir: str) -> list[dict]:
+def load_docs(task: DocTask, split: str, data_dir: str, limit: int | None = None
+              ) -> list[dict]:
+  """The split's processed documents, the first `limit` of them when given (read no
+  further unless a whole-split `process_docs` needs them all)."""
+  read_limit = None if task.process_docs else limit
   if callable(task.dataset):
     docs = task.dataset(split, data_dir)
   else:
-    docs = sources.load_split(task.dataset, split, data_dir, task=task.name)
-  return task.process_docs(docs) if task.process_docs else docs
+    docs = sources.load_split(task.dataset, split, data_dir, task=task.name, limit=read_limit)
+  if task.process_docs:
+    docs = task.process_docs(docs)
+  if limit is not None:
+    docs = docs[:limit]
+  return [task.process_doc(d) for d in docs] if task.process_doc else docs
 
 
 def pick_split(task: DocTask, data_dir: str) -> str:
@@ -71,20 +82,30 @@ def pick_split(task: DocTask, data_dir: str) -> str:
   return present[0] if present else task.eval_splits[0]
 
 
+def _pool_split(task: DocTask, eval_split: str, data_dir: str) -> str | None:
+  """The split the few-shot pool is drawn from (None: the task's fixed samples): the
+  task's few-shot split, else train, else validation, else test, else the evaluated one."""
+  if task.fewshot_samples is not None:
+    return None
+  if task.fewshot_split is not None:
+    return task.fewshot_split
+  for split in ("train", "validation", "test"):
+    if split == eval_split or (not callable(task.dataset) and
+                               sources.available_splits(task.dataset, [split], data_dir)):
+      return split
+  return eval_split
+
+
 def _fewshot_pool(task: DocTask, eval_split: str, eval_docs, data_dir: str):
-  """(pool, must exclude the evaluated document). The pool is the task's few-shot split,
-  else train, else validation, else test; when train is the designated one but absent and
-  the fallback is the evaluated split itself, each document is kept out of its own shots."""
+  """(pool, must exclude the evaluated document); `eval_docs` are the evaluated split's
+  documents, all of them. When train is the designated pool but absent and the fallback
+  is the evaluated split itself, each document is kept out of its own shots."""
   if task.fewshot_samples is not None:
     return list(task.fewshot_samples), task.exclude_eval_doc
-  if task.fewshot_split is not None:
-    return load_docs(task, task.fewshot_split, data_dir), task.exclude_eval_doc
-  for split in ("train", "validation", "test"):
-    if split == eval_split:
-      return eval_docs, task.exclude_eval_doc or split != "train"
-    if not callable(task.dataset) and sources.available_splits(task.dataset, [split], data_dir):
-      return load_docs(task, split, data_dir), task.exclude_eval_doc
-  return eval_docs, True
+  split = _pool_split(task, eval_split, data_dir)
+  if task.fewshot_split is None and split == eval_split:
+    return eval_docs, task.exclude_eval_doc or split != "train"
+  return load_docs(task, split, data_dir), task.exclude_eval_doc
 
 
 class Sampler:
@@ -142,8 +163,11 @@ def render(task: DocTask, settings: task_lib.Settings) -> list[dict]:
   """The request examples of `task` under `settings` (few-shot count, limit, data dir)."""
   data_dir = settings.resolved_data_dir
   split = pick_split(task, data_dir)
-  docs = load_docs(task, split, data_dir)
   k = task_lib.effective_fewshot(task.name)
+  # The whole split is read only when its own documents are the few-shot pool.
+  whole = (k > 0 and task.fewshot_samples is None and task.fewshot_split is None
+           and _pool_split(task, split, data_dir) == split)
+  docs = load_docs(task, split, data_dir, limit=None if whole else settings.limit)
   sampler = None
   if k > 0:
     pool, exclude = _fewshot_pool(task, split, docs, data_dir)

@@ -25,7 +25,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import glob
 import gzip
+import itertools
 import json
 import os
 from typing import Callable
@@ -49,11 +51,12 @@ class MissingDataError(FileNotFoundError):
   pass
 
 
-def load_split(spec: DatasetSpec, split: str, data_dir: str, *, task: str | None = None
-               ) -> list[dict]:
-  """The documents of one split as a list of dicts; MissingDataError naming the task, the
-  directory and the places tried when none holds the split."""
-  docs = _load_cached(spec, split, os.path.abspath(os.path.expanduser(data_dir)))
+def load_split(spec: DatasetSpec, split: str, data_dir: str, *, task: str | None = None,
+               limit: int | None = None) -> list[dict]:
+  """The documents of one split (the first `limit` of them, read no further, when given)
+  as a list of dicts; MissingDataError naming the task, the directory and the places tried
+  when none holds the split."""
+  docs = _load_cached(spec, split, os.path.abspath(os.path.expanduser(data_dir)), limit)
   if docs is None:
     tried = ", ".join(_candidates(spec, split, data_dir)) or "(nothing)"
     remedy = (f"get {spec.origin} (README: evaluation data)" if spec.origin else
@@ -65,34 +68,45 @@ def load_split(spec: DatasetSpec, split: str, data_dir: str, *, task: str | None
 
 
 def available_splits(spec: DatasetSpec, splits, data_dir: str) -> list[str]:
-  return [s for s in splits if _load_cached(spec, s, os.path.abspath(
-      os.path.expanduser(data_dir))) is not None]
+  """The splits among `splits` that some place holds (found without reading them)."""
+  data_dir = os.path.abspath(os.path.expanduser(data_dir))
+  return [s for s in splits if _reader(spec, s, data_dir) is not None]
 
 
 @functools.lru_cache(maxsize=256)
-def _load_cached(spec: DatasetSpec, split: str, data_dir: str):
+def _load_cached(spec: DatasetSpec, split: str, data_dir: str, limit: int | None = None):
+  read = _reader(spec, split, data_dir)
+  return None if read is None else tuple(read(limit))
+
+
+def _reader(spec: DatasetSpec, split: str, data_dir: str
+            ) -> Callable[[int | None], list[dict]] | None:
+  """How to read the split (`read(limit)`), from the first place that holds it; None when
+  none does. Only file names are looked at here."""
   own = os.path.join(data_dir, spec.name)
   for path in (os.path.join(own, f"{split}.jsonl"), os.path.join(own, f"{split}.jsonl.gz")):
     if os.path.isfile(path):
-      return tuple(read_jsonl(path))
+      return lambda limit, path=path: read_jsonl(path, limit)
   for path in (os.path.join(own, split),
                os.path.join(data_dir, "hf_datasets", spec.hf_dir or "\0", split)):
     if os.path.isfile(os.path.join(path, "state.json")):
-      return tuple(read_saved_dataset(path))
+      return lambda limit, path=path: read_saved_dataset(path, limit)
   if os.path.isfile(os.path.join(own, "dataset_dict.json")):
     with open(os.path.join(own, "dataset_dict.json")) as f:
       if split in json.load(f).get("splits", []):
-        return tuple(read_saved_dataset(os.path.join(own, split)))
+        return lambda limit: read_saved_dataset(os.path.join(own, split), limit)
   if spec.csv_file:
     path = os.path.join(data_dir, spec.csv_file.format(split=split))
     if os.path.isfile(path):
-      return tuple(read_csv(path))
+      return lambda limit: read_csv(path)[:limit]
   if spec.request_file and split == "test":
     path = os.path.join(data_dir, "oe_eval_tasks", spec.request_file)
     if os.path.isfile(path):
-      return tuple(_docs_of_request_file(path))
+      return lambda limit: _docs_of_request_file(path)[:limit]
   if spec.tfds_name:
-    return _load_tfds(spec, split)
+    docs = _load_tfds(spec, split)
+    if docs is not None:
+      return lambda limit: list(docs[:limit])
   return None
 
 
@@ -109,10 +123,12 @@ def _candidates(spec: DatasetSpec, split: str, data_dir: str) -> list[str]:
   return out
 
 
-def read_jsonl(path: str) -> list[dict]:
+def read_jsonl(path: str, limit: int | None = None) -> list[dict]:
+  """The objects of a JSONL file (the first `limit`, when given)."""
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "rt", encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = (line for line in f if line.strip())
+    return [json.loads(line) for line in itertools.islice(lines, limit)]
 
 
 def read_csv(path: str) -> list[dict]:
@@ -122,16 +138,22 @@ def read_csv(path: str) -> list[dict]:
     return [dict(row) for row in csv.DictReader(f)]
 
 
-def read_saved_dataset(path: str) -> list[dict]:
+def read_saved_dataset(path: str, limit: int | None = None) -> list[dict]:
   """Rows of a `datasets.Dataset.save_to_disk` directory (Arrow IPC stream files listed in
-  state.json)."""
+  state.json); with `limit`, the first `limit` rows, reading no further record batches."""
   with open(os.path.join(path, "state.json")) as f:
     files = [d["filename"] for d in json.load(f)["_data_files"]]
-  tables = []
+  batches, rows = [], 0
   for name in files:
     with pa.memory_map(os.path.join(path, name)) as source:
-      tables.append(pa.ipc.open_stream(source).read_all())
-  return pa.concat_tables(tables).to_pylist() if tables else []
+      for batch in pa.ipc.open_stream(source):
+        if limit is not None and rows >= limit:
+          break
+        batches.append(batch)
+        rows += batch.num_rows
+  if not batches:
+    return []
+  return pa.Table.from_batches(batches).slice(0, limit).to_pylist()
 
 
 def _docs_of_request_file(path: str) -> list[dict]:
@@ -146,7 +168,7 @@ def _docs_of_request_file(path: str) -> list[dict]:
 
 def _load_tfds(spec: DatasetSpec, split: str):
   tfds_split = dict(spec.tfds_splits).get(split)
-  if tfds_split is None:
+  if tfds_split is None or not _may_be_prepared(spec.tfds_name):
     return None
   import tensorflow_datasets as tfds
   try:
@@ -157,6 +179,19 @@ def _load_tfds(spec: DatasetSpec, split: str):
     return None
   convert = spec.from_tfds or (lambda ex: ex)
   return tuple(convert(_decode(ex)) for ex in tfds.as_numpy(builder.as_dataset(split=tfds_split)))
+
+
+def _may_be_prepared(tfds_name: str) -> bool:
+  """False when no version of `tfds_name` has been prepared in a local TFDS data directory
+  (a prepared one has <data_dir>/<name>[/<config>]/<version>/dataset_info.json): then
+  neither TensorFlow Datasets nor TensorFlow needs loading to find that out."""
+  data_dir = os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"),
+                                                             "tensorflow_datasets")
+  if "://" in data_dir:
+    return True  # a remote file system: only TFDS can tell
+  root = os.path.join(data_dir, *tfds_name.split(":")[0].split("/"))  # name[/config][:version]
+  return any(glob.glob(os.path.join(root, *["*"] * depth, "dataset_info.json"))
+             for depth in (1, 2))
 
 
 def _decode(x):

@@ -1,8 +1,12 @@
-"""Tokenizers as `seqio.Vocabulary` objects that give exactly the ids of `transformers`.
+"""Tokenizers that give exactly the ids of `transformers`, with or without seqio.
 
 Two kinds of tokenizer files occur in LLaMA-family checkpoints:
-- SentencePiece `tokenizer.model` (LLaMA, OpenLLaMA, Amber): `SentencePieceVocabulary`.
-- Hugging Face `tokenizer.json` (LLaMA 3, DeepSeek, …): `HfTokenizerVocabulary`.
+- SentencePiece `tokenizer.model` (LLaMA, OpenLLaMA, Amber): `SentencePieceTokenizer`.
+- Hugging Face `tokenizer.json` (LLaMA 3, DeepSeek, …): `HfTokenizer`.
+`load_tokenizer(path)` gives one of these, without TensorFlow (what the scorer needs);
+`load_vocabulary(path)` the same tokenizer as a `seqio.Vocabulary`
+(`SentencePieceVocabulary`, `HfTokenizerVocabulary` of `fineline.vocabularies`, which
+encode and decode in Python through the objects here), for seqio pipelines.
 
 Contract shared by both: `.encode(text)` gives ids WITHOUT special tokens; `.add_bos` says
 whether the Hugging Face tokenizer of the same files prepends BOS by default, so
@@ -22,8 +26,7 @@ from __future__ import annotations
 import json
 import os
 
-import seqio
-import tensorflow as tf
+import sentencepiece
 from sentencepiece import sentencepiece_model_pb2
 
 from fineline import fileio
@@ -36,40 +39,37 @@ _LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
                   "CodeLlamaTokenizerFast")
 
 
-class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
-  """A SentencePiece `tokenizer.model`, tokenized as transformers' LlamaTokenizer does."""
+def __getattr__(name: str):
+  if name in ("SentencePieceVocabulary", "HfTokenizerVocabulary"):
+    from fineline import vocabularies  # pylint: disable=import-outside-toplevel
+    return getattr(vocabularies, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-  tf_native = True  # encode_tf is TensorFlow ops (tf_text's SentencePiece kernel)
+
+def llama_normalizer() -> sentencepiece_model_pb2.NormalizerSpec:
+  """The normalizer overrides that make SentencePiece tokenize as transformers' Llama
+  tokenizers do (no dummy prefix, no whitespace collapsing, no NFKC)."""
+  return sentencepiece_model_pb2.NormalizerSpec(
+      add_dummy_prefix=False, remove_extra_whitespaces=False, name="identity",
+      precompiled_charsmap=b"")
+
+
+class SentencePieceTokenizer:
+  """A SentencePiece `tokenizer.model`, tokenized as transformers' LlamaTokenizer does.
+  `decode` follows `seqio.Vocabulary.decode` (ids past the vocabulary become UNK, text
+  ends at the first EOS)."""
 
   def __init__(self, model_file: str, add_bos: bool = False, add_eos: bool = False,
                llama_style: bool = True):
-    overrides = None
-    if llama_style:
-      overrides = sentencepiece_model_pb2.NormalizerSpec(
-          add_dummy_prefix=False, remove_extra_whitespaces=False, name="identity",
-          precompiled_charsmap=b"")
-    super().__init__(model_file, extra_ids=0, normalizer_spec_overrides=overrides)
-    self.add_bos = add_bos
-    self.add_eos = add_eos
-    self.llama_style = llama_style
-
-  # The public methods are wrapped, so seqio's own bookkeeping (EOS cut, unknown ids) stays.
-  def encode(self, s: str):
-    if not self.llama_style:
-      return super().encode(s)
-    return super().encode(s if not s or s.startswith(" ") else " " + s)
-
-  def encode_tf(self, s):
-    if not self.llama_style:
-      return super().encode_tf(s)
-    keep = tf.strings.regex_full_match(s, r"(?s)( .*)?")
-    return super().encode_tf(tf.where(keep, s, tf.strings.join([" ", s])))
-
-  def decode(self, ids):
-    text = super().decode(ids)
-    if not self.llama_style:
-      return text
-    return text[1:] if text.startswith(" ") else text  # the dummy prefix's space
+    self.model_file = model_file
+    self.add_bos, self.add_eos, self.llama_style = add_bos, add_eos, llama_style
+    with open(model_file, "rb") as f:
+      model = sentencepiece_model_pb2.ModelProto.FromString(f.read())
+    if llama_style:  # as seqio applies `normalizer_spec_overrides`
+      model.normalizer_spec.MergeFrom(llama_normalizer())
+      model.denormalizer_spec.MergeFrom(llama_normalizer())
+    self.tokenizer = sentencepiece.SentencePieceProcessor()
+    self.tokenizer.LoadFromSerializedProto(model.SerializeToString())
 
   @property
   def special_ids(self) -> frozenset[int]:
@@ -77,25 +77,42 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
     return frozenset(i for i in (self.bos_id, self.eos_id, self.unk_id)
                      if i is not None and i >= 0)
 
-  def __getstate__(self):
-    return {**super().__getstate__(), "add_bos": self.add_bos, "add_eos": self.add_eos,
-            "llama_style": self.llama_style}
+  @property
+  def bos_id(self) -> int:
+    return self.tokenizer.bos_id()
 
-  def __setstate__(self, state):
-    self.add_bos, self.add_eos = state.pop("add_bos"), state.pop("add_eos")
-    self.llama_style = state.pop("llama_style", True)
-    super().__setstate__(state)
+  @property
+  def eos_id(self) -> int:
+    return self.tokenizer.eos_id()
+
+  @property
+  def unk_id(self) -> int:
+    return self.tokenizer.unk_id()
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tokenizer.GetPieceSize()
+
+  def encode(self, s: str) -> list[int]:
+    if self.llama_style and s and not s.startswith(" "):
+      s = " " + s  # the dummy prefix, only where the text has no leading space
+    return self.tokenizer.EncodeAsIds(s)
+
+  def decode(self, ids) -> str:
+    return self.decode_ids(_up_to_eos(ids, self.eos_id))
+
+  def decode_ids(self, ids) -> str:
+    """The text of `ids` as they are (seqio's `_decode`)."""
+    size, unk = self.vocab_size, self.unk_id
+    text = self.tokenizer.DecodeIds([unk if i >= size else int(i) for i in ids])
+    if not self.llama_style:
+      return text
+    return text[1:] if text.startswith(" ") else text  # the dummy prefix's space
 
 
-class HfTokenizerVocabulary(seqio.Vocabulary):
-  """A Hugging Face `tokenizer.json` run through the `tokenizers` library.
 
-  `encode_tf` wraps the library in a `py_function`: fine for evaluation data, but a
-  checkpointed training pipeline cannot hold one, so pretraining corpora for such a
-  vocabulary are tokenised beforehand (`fineline.data.pretokenize`; `tf_native = False`).
-  """
-
-  tf_native = False
+class HfTokenizer:
+  """A Hugging Face `tokenizer.json` run through the `tokenizers` library."""
 
   def __init__(self, tokenizer_json: str, *, add_bos: bool | None = None,
                bos_token: str | None = None, eos_token: str | None = None,
@@ -117,7 +134,6 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
                  and with_special[0] == self._bos_id)
     self.add_bos = add_bos
     self.add_eos = False
-    super().__init__(extra_ids=0)
 
   def _token_id(self, token: str | None) -> int | None:
     if token is None:
@@ -148,28 +164,25 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
                      | {i for i, token in added.items() if token.special})
 
   @property
-  def _base_vocab_size(self):
+  def vocab_size(self) -> int:
     return self._tok.get_vocab_size(with_added_tokens=True)
 
-  def _encode(self, s: str):
+  def encode(self, s: str) -> list[int]:
     return self._tok.encode(s, add_special_tokens=False).ids
 
-  def _decode(self, ids):
+  def decode(self, ids) -> str:
+    return self.decode_ids(_up_to_eos(ids, self.eos_id))
+
+  def decode_ids(self, ids) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
-  def _encode_tf(self, s):
-    ids = tf.py_function(lambda t: tf.constant(self._encode(t.numpy().decode("utf-8")), tf.int32),
-                         [s], tf.int32)
-    ids.set_shape([None])
-    return ids
-
-  def _decode_tf(self, ids):
-    text = tf.py_function(lambda t: tf.constant(self._decode(t.numpy().tolist())), [ids], tf.string)
-    text.set_shape([])
-    return text
-
   def __eq__(self, other):
-    return isinstance(other, HfTokenizerVocabulary) and other._path == self._path
+    return isinstance(other, HfTokenizer) and other._path == self._path
+
+
+def _up_to_eos(ids, eos_id: int | None) -> list[int]:
+  ids = [int(i) for i in ids]
+  return ids[:ids.index(eos_id) + 1] if eos_id is not None and eos_id in ids else ids
 
 
 def _as_llama_pipeline(tok) -> None:
@@ -182,9 +195,24 @@ def _as_llama_pipeline(tok) -> None:
                                    decoders.Fuse(), decoders.Strip(content=" ", left=1)])
 
 
-def load_vocabulary(path: str) -> seqio.Vocabulary:
-  """The vocabulary of a `tokenizer.model`, a `tokenizer.json`, or a directory holding one
-  (with its `tokenizer_config.json`, which says whether BOS is added); local or a URL."""
+def load_tokenizer(path: str) -> SentencePieceTokenizer | HfTokenizer:
+  """The tokenizer of a `tokenizer.model`, a `tokenizer.json`, or a directory holding one
+  (with its `tokenizer_config.json`, which says whether BOS is added)."""
+  kind, kwargs = _tokenizer_spec(path)
+  return (HfTokenizer if kind == "json" else SentencePieceTokenizer)(**kwargs)
+
+
+def load_vocabulary(path: str):
+  """`load_tokenizer(path)` as a `seqio.Vocabulary` (imports seqio and TensorFlow)."""
+  from fineline import vocabularies  # pylint: disable=import-outside-toplevel
+  kind, kwargs = _tokenizer_spec(path)
+  cls = vocabularies.HfTokenizerVocabulary if kind == "json" else (
+      vocabularies.SentencePieceVocabulary)
+  return cls(**kwargs)
+
+
+def _tokenizer_spec(path: str) -> tuple[str, dict]:
+  """("json" | "sentencepiece", the tokenizer's constructor arguments); local or a URL."""
   path = fileio.download(path)
   if os.path.isdir(path):
     directory, model_file, json_file = path, None, None
@@ -205,14 +233,15 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
   # transformers prefers tokenizer.json; for its LLaMA class both files give the same ids.
   if json_file and not (is_llama_class and model_file):
     sp_style = is_llama_class and _byte_fallback_bpe(json_file)
-    return HfTokenizerVocabulary(json_file, add_bos=config.get("add_bos_token"),
-                                 bos_token=_token_str(config.get("bos_token")),
-                                 eos_token=_token_str(config.get("eos_token")),
-                                 sentencepiece_style=sp_style)
+    return "json", dict(tokenizer_json=json_file, add_bos=config.get("add_bos_token"),
+                        bos_token=_token_str(config.get("bos_token")),
+                        eos_token=_token_str(config.get("eos_token")),
+                        sentencepiece_style=sp_style)
   # transformers adds BOS to a bare SentencePiece model only when the config asks for it.
-  return SentencePieceVocabulary(model_file, add_bos=bool(config.get("add_bos_token", False)),
-                                 add_eos=bool(config.get("add_eos_token", False)),
-                                 llama_style=config.get("tokenizer_class") != "BaichuanTokenizer")
+  return "sentencepiece", dict(
+      model_file=model_file, add_bos=bool(config.get("add_bos_token", False)),
+      add_eos=bool(config.get("add_eos_token", False)),
+      llama_style=config.get("tokenizer_class") != "BaichuanTokenizer")
 
 
 def tokenizer_files(directory) -> list[str]:

@@ -199,3 +199,26 @@ def test_two_hosts_score_a_series_together_and_process_0_writes(setup, ckpt, hf_
   assert [(r["checkpoint"], r["step"]) for r in records] == [(str(ckpt), 1), (str(hf_dir), 2)]
   for task in TASKS:
     assert records[1]["tasks"][task]["acc"] == hf_record[0]["tasks"][task]["acc"]
+
+
+def test_eval_command_loads_neither_tensorflow_nor_seqio(setup, hf_record, tmp_path):
+  """The command a user runs imports only what scoring needs; its record is the same."""
+  import subprocess
+  import sys
+  _, hf_dir, data_dir = setup
+  output = tmp_path / "cold.json"
+  code = ("import sys\nfrom fineline import cli\n"
+          f"rc = cli.main(['eval', '--quiet', '--checkpoint', {str(hf_dir)!r}, '--tasks', "
+          f"{ARGS[1]!r}, '--num_fewshot', '1', '--data_dir', {str(data_dir)!r}, "
+          f"'--output', {str(output)!r}])\n"
+          "loaded = [m for m in ('tensorflow', 'seqio', 'keras', 'clu', 'tensorflow_datasets',"
+          " 'torch') if m in sys.modules]\n"
+          "print('LOADED', loaded)\nsys.exit(rc)\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, check=False, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "LOADED []" in result.stdout
+  drop = lambda r: {t: {k: v for k, v in m.items() if k != "seconds"}
+                    for t, m in r["tasks"].items()}
+  assert drop(json.loads(output.read_text())) == drop(hf_record[0])

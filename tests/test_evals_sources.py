@@ -34,6 +34,16 @@ def test_offline_arrow_copy_and_saved_dataset_dict(tmp_path):
   assert sources.load_split(piqa, "train", str(tmp_path)) == rows
 
 
+def test_a_limit_reads_only_the_first_documents(tmp_path):
+  write_saved_arc(tmp_path, n=7)
+  whole = sources.load_split(ARC, "validation", str(tmp_path))
+  assert sources.load_split(ARC, "validation", str(tmp_path), limit=3) == whole[:3]
+  assert sources.load_split(ARC, "validation", str(tmp_path), limit=50) == whole
+  docs = make_docs("arc_easy", "validation", 5)
+  write_jsonl(tmp_path / "arc_easy" / "validation.jsonl", docs)
+  assert sources.load_split(ARC, "validation", str(tmp_path), limit=2) == docs[:2]
+
+
 def test_request_file_docs(tmp_path):
   spec = sources.DatasetSpec("lambada_x", request_file="lambada/x/requests.jsonl.gz")
   path = tmp_path / "oe_eval_tasks" / "lambada" / "x" / "requests.jsonl.gz"

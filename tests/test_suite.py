@@ -1,4 +1,5 @@
-"""TaskSuite: seqio.Evaluator glue, failures caught at the task boundary."""
+"""TaskSuite: tasks rendered and scored under seqio's contract, failures caught at the task
+boundary."""
 
 import math
 
@@ -70,3 +71,22 @@ def test_missing_dataset_error_names_task_and_directory(tmp_path):
 def test_unknown_task_is_a_clear_error(data_dir):
   with pytest.raises(ValueError, match="no_such_task"):
     _suite(["no_such_task"], data_dir)
+
+
+def test_a_task_known_only_to_seqio_scores_as_the_same_task_rendered_directly(data_dir):
+  """Tasks registered here are scored without seqio; a task a module registered with
+  seqio alone goes through seqio.Evaluator, and both give the same record."""
+  import seqio
+  from fineline.evaluation import seqio_tasks
+  assert {"t_mc", "t_gen", "t_group"} <= seqio_tasks.registered_names()  # mirrored
+  for name in ("t_mc", "t_gen"):
+    mine = task_lib.request_task(name)
+    seqio_tasks.add_task(task_lib.RequestTask(f"{name}_seqio", mine.examples, mine.metric_fns))
+  assert task_lib.request_task("t_mc_seqio") is None
+  assert "t_mc_seqio" in seqio.TaskRegistry.names()
+  direct = _suite(["t_mc", "t_gen"], data_dir, limit=4).run(FakeScorer())
+  via_seqio = _suite(["t_mc_seqio", "t_gen_seqio"], data_dir, limit=4).run(FakeScorer())
+  for name in ("t_mc", "t_gen"):
+    drop = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "capability",
+                                                             "chance", "primary_metric")}
+    assert drop(via_seqio[f"{name}_seqio"]) == drop(direct[name])

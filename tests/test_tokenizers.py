@@ -1,4 +1,5 @@
-"""Vocabularies give exactly the ids of transformers' AutoTokenizer for the same files."""
+"""Tokenizers and vocabularies give exactly the ids of transformers' AutoTokenizer for the
+same files."""
 
 import json
 import os
@@ -10,8 +11,8 @@ import tensorflow as tf
 import transformers
 from hf_fixtures import VARIED_TEXTS, make_bpe_tokenizer, make_sentencepiece_tokenizer
 
-from fineline.tokenizers import (HfTokenizerVocabulary, SentencePieceVocabulary,
-                                 load_vocabulary)
+from fineline.tokenizers import (HfTokenizer, HfTokenizerVocabulary, SentencePieceTokenizer,
+                                 SentencePieceVocabulary, load_tokenizer, load_vocabulary)
 
 
 def _random_texts(n=150, seed=0):
@@ -97,6 +98,24 @@ def test_tf_encoding_and_decoding_agree_with_python(tmp_path, kind):
     ids = list(vocab.encode(text))
     assert vocab.encode_tf(tf.constant(text)).numpy().tolist() == ids, text
     assert vocab.decode(ids) == theirs.decode(ids), text
+
+
+@pytest.mark.parametrize("kind,cls", [("sentencepiece", SentencePieceTokenizer),
+                                      ("bpe", HfTokenizer)])
+def test_tokenizer_without_tensorflow_equals_the_vocabulary(tmp_path, kind, cls):
+  make = make_sentencepiece_tokenizer if kind == "sentencepiece" else make_bpe_tokenizer
+  directory = make(tmp_path)
+  tokenizer, vocab = load_tokenizer(str(directory)), load_vocabulary(str(directory))
+  assert isinstance(tokenizer, cls)
+  assert (tokenizer.add_bos, tokenizer.bos_id, tokenizer.eos_id, tokenizer.vocab_size) == (
+      vocab.add_bos, vocab.bos_id, vocab.eos_id, vocab.vocab_size)
+  _assert_parity(directory, tokenizer)
+  for text in VARIED_TEXTS:
+    ids = list(vocab.encode(text))
+    assert tokenizer.encode(text) == ids, text
+    # Decoding as seqio does: text up to the first EOS.
+    assert tokenizer.decode(ids + [vocab.eos_id] + ids) == vocab.decode(ids + [vocab.eos_id]
+                                                                       + ids), text
 
 
 def test_load_vocabulary_from_a_file_and_errors(tmp_path):

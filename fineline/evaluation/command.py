@@ -191,7 +191,7 @@ class _Evaluate:
     key = (json.dumps(cfg.to_dict(), sort_keys=True), os.fspath(fileio.resolve(tokenizer)))
     if self.scorer is None or key != self.key:
       mesh = self.args.device_mesh
-      self.scorer = Scorer(cfg, params, tokenizers.load_vocabulary(tokenizer),
+      self.scorer = Scorer(cfg, params, tokenizers.load_tokenizer(tokenizer),
                            batch_size=self.args.batch_size, max_length=self.args.max_length,
                            mesh=mesh, shardings=param_shardings(mesh, cfg))
       self.key = key

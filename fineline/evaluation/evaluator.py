@@ -136,4 +136,4 @@ def _run_vocabulary(model_dir: str | None):
   if not model_dir or not (fileio.resolve(model_dir) / "tokenizer").is_dir():
     raise UserError(f"InProcessEvaluator: no tokenizer in {model_dir}/tokenizer/ (the run's "
                     "data names no tokenizer file)")
-  return tokenizers.load_vocabulary(fileio.resolve(model_dir) / "tokenizer")
+  return tokenizers.load_tokenizer(fileio.resolve(model_dir) / "tokenizer")

@@ -10,9 +10,10 @@ module reproduces its choices one by one:
 - sequences longer than the model's window lose tokens on the left;
 - rolling (perplexity) windows and generation prompts follow lm-eval's recipes.
 
-`vocab` is any `seqio.Vocabulary` from `fineline.tokenizers.load_vocabulary`: `.encode`
-gives ids without special tokens, `.add_bos` says whether the Hugging Face tokenizer
-prepends BOS by default, `.bos_id` / `.eos_id` name the special ids.
+`vocab` is a tokenizer from `fineline.tokenizers.load_tokenizer` (or the same as a
+`seqio.Vocabulary`, `load_vocabulary`): `.encode` gives ids without special tokens,
+`.add_bos` says whether the Hugging Face tokenizer prepends BOS by default, `.bos_id` /
+`.eos_id` name the special ids.
 """
 
 from __future__ import annotations

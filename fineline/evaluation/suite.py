@@ -1,12 +1,14 @@
-"""The task suite: downstream tasks through `seqio.Evaluator`, T5X style, on a `Scorer`.
+"""The task suite: downstream tasks under seqio's evaluation contract, on a `Scorer`.
 
-`TaskSuite(names, settings)` looks the tasks up in seqio's registries (a mixture, such as
-`mmlu`, stands for its subtasks and is reported as their size-weighted mean) and builds
-one `seqio.Evaluator` per task: the task data is read and rendered once and cached, so a
-suite can score many checkpoints. `TaskSuite.run(scorer)` gathers the requests of all
-tasks, scores each kind in one pass (the scorer sorts, buckets and shares contexts across
-tasks), hands each task's slice to its evaluator's model functions and returns one entry
-per task with lm-eval's metric names.
+`TaskSuite(names, settings)` looks the tasks up in the task registry (a group, such as
+`mmlu`, stands for its subtasks and is reported as their size-weighted mean) and renders
+each task's requests once, so a suite can score many checkpoints. Tasks registered through
+`fineline.evaluation.tasks` are rendered and their metric functions called directly, as
+`seqio.Evaluator` calls them, without loading seqio or TensorFlow; a task registered only
+with seqio gets a `seqio.Evaluator`, which reads and caches its dataset.
+`TaskSuite.run(scorer)` gathers the requests of all tasks, scores each kind in one pass
+(the scorer sorts, buckets and shares contexts across tasks), hands each task's slice to
+its metric functions and returns one entry per task with lm-eval's metric names.
 
 Failures are caught in one place, at the task boundary (`_task_boundary`): a task whose
 data, scoring or metrics fail is logged with its name and error and left out (listed
@@ -24,8 +26,6 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-import seqio
-import tensorflow_datasets as tfds
 
 from fineline.evaluation import tasks as task_lib
 from fineline.evaluation.requests import Generate, Loglikelihood
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class TaskSuite:
-  """The seqio evaluators of `names` under `settings`, built once."""
+  """The rendered requests and metric functions of `names` under `settings`, built once."""
 
   def __init__(self, names: Sequence[str], settings: task_lib.Settings | None = None,
                task_modules: Sequence[str] | None = task_lib.DEFAULT_TASK_MODULES):
@@ -42,11 +42,11 @@ class TaskSuite:
       task_lib.import_task_modules(task_modules)
     self.settings = settings or task_lib.Settings()
     self.names = task_lib.resolve(list(names))
-    self.groups = {n: [t.name for t in seqio.get_subtasks(seqio.get_mixture_or_task(n))]
-                   for n in self.names}
+    self.groups = {n: task_lib.subtasks(n) for n in self.names}
     self.errors: dict[str, str] = {}  # tasks that could not be prepared
     self.last_errors: dict[str, str] = {}  # those plus the failures of the latest run
-    self._evaluators: dict[str, seqio.Evaluator] = {}
+    # task → its RequestTask, or the seqio.Evaluator of a task known only to seqio
+    self._evaluators: dict[str, Any] = {}
     self._examples: dict[str, list[dict]] = {}
     self._prep_seconds: dict[str, float] = {}
     self._fewshot: dict[str, int] = {}
@@ -54,12 +54,12 @@ class TaskSuite:
       tick = time.time()
       with _task_boundary(leaf, self.errors), task_lib.use_settings(self.settings):
         self._fewshot[leaf] = task_lib.effective_fewshot(leaf)
-        evaluator = seqio.Evaluator(leaf, task_lib.RequestFeatureConverter(),
-                                    eval_split=task_lib.SPLIT, async_compute_metrics=False)
-        if leaf not in evaluator.cached_task_datasets:
-          raise ValueError(f"task {leaf!r} has no metric functions")
-        self._examples[leaf] = [_decode(ex) for ex in
-                                tfds.as_numpy(evaluator.cached_task_datasets[leaf])]
+        task = task_lib.request_task(leaf)
+        if task is not None:
+          evaluator = task
+          self._examples[leaf] = [task_lib.example(r) for r in task.examples(self.settings)]
+        else:
+          evaluator, self._examples[leaf] = _seqio_evaluator(leaf)
         self._evaluators[leaf] = evaluator
       self._prep_seconds[leaf] = time.time() - tick
 
@@ -157,7 +157,10 @@ class TaskSuite:
       outputs[leaf][i] = out
       seconds[leaf] += share
 
-  def _metrics(self, leaf: str, evaluator: seqio.Evaluator, outputs: list, step):
+  def _metrics(self, leaf: str, evaluator, outputs: list, step):
+    if isinstance(evaluator, task_lib.RequestTask):
+      metrics = task_lib.compute_metrics(evaluator, self._examples[leaf], outputs)
+      return {k: _plain(v) for k, v in metrics.items()}
     if outputs and isinstance(outputs[0], str):
       encoded = [task_lib.BYTE_VOCAB.encode(text) for text in outputs]
       width = max([len(e) for e in encoded] + [1])
@@ -182,11 +185,26 @@ def _task_boundary(task: str, errors: dict):
     log.exception("evaluation task %s failed and is skipped: %s", task, errors[task])
 
 
+def _seqio_evaluator(leaf: str):
+  """(seqio.Evaluator, its examples) for a task registered only with seqio."""
+  # pylint: disable=import-outside-toplevel
+  import seqio
+  import tensorflow_datasets as tfds
+  from fineline.evaluation import seqio_tasks
+  evaluator = seqio.Evaluator(leaf, seqio_tasks.RequestFeatureConverter(),
+                              eval_split=task_lib.SPLIT, async_compute_metrics=False)
+  if leaf not in evaluator.cached_task_datasets:
+    raise ValueError(f"task {leaf!r} has no metric functions")
+  return evaluator, [_decode(ex) for ex in tfds.as_numpy(evaluator.cached_task_datasets[leaf])]
+
+
 def _decode(ex: dict) -> dict:
+  """A seqio task-dataset example (numpy) as the evaluator holds it (`tasks.example`)."""
   text = lambda k: ex[k].decode("utf-8")
   return {"kind": text("kind"), "context": text("context"),
           "continuation": text("continuation"), "until": json.loads(text("until")),
-          "max_new_tokens": int(ex["max_new_tokens"]), "meta": json.loads(text("meta"))}
+          "max_new_tokens": int(ex["max_new_tokens"]), "meta": json.loads(text("meta")),
+          "target": text("targets_pretokenized")}
 
 
 def _plain(v):

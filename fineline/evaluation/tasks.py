@@ -1,9 +1,9 @@
 """The contract between task definitions and the evaluator.
 
 Task modules (the `evals` package, or any module named in `TASK_MODULES`) register
-`seqio.Task`s whose examples are *rendered requests*: one example per log-likelihood
-request (a multiple-choice document gives one per choice) or per generation. Every
-example carries
+tasks (seqio Tasks too) whose examples are *rendered requests*: one example per
+log-likelihood request (a multiple-choice document gives one per choice) or per
+generation. Every example carries
 
   kind                  "loglikelihood" | "loglikelihood_rolling" | "generate"
   context, continuation the request strings (continuation empty for "generate")
@@ -23,6 +23,14 @@ Run settings (data directory, few-shot count, document limit) are not part of a 
 name: `use_settings(...)` makes them current while an evaluator reads the task data.
 `TaskInfo` (capability group, chance level, default few-shot count) is registered next to
 each seqio task so results can be labelled without importing the task modules.
+
+Task modules register through `register_task` / `register_group`, which keep each task's
+request examples function and metric functions here, without TensorFlow: `fineline eval`
+renders and scores these tasks without importing seqio or TensorFlow at all. The same
+tasks are `seqio.Task`s (and groups `seqio.Mixture`s) in seqio's registries as soon as
+seqio is loaded in the process (`fineline.evaluation.seqio_tasks`, imported on first use
+or by any module that imports seqio before the task modules), and tasks registered only
+with seqio are evaluated through `seqio.Evaluator`.
 """
 
 from __future__ import annotations
@@ -33,10 +41,8 @@ import dataclasses
 import importlib
 import json
 import os
-from typing import Iterator, Sequence
-
-import seqio
-import tensorflow as tf
+import sys
+from typing import Any, Callable, Iterator, Sequence
 
 from fineline.errors import UserError
 
@@ -44,8 +50,15 @@ KINDS = ("loglikelihood", "loglikelihood_rolling", "generate")
 SPLIT = "eval"  # the single split every evaluation task exposes
 DEFAULT_TASK_MODULES = ("evals.multiple_choice", "evals.generation", "evals.perplexity",
                         "evals.code")
-BYTE_VOCAB = seqio.ByteVocabulary()
-OUTPUT_FEATURES = {"targets": seqio.Feature(BYTE_VOCAB, add_eos=False, required=False)}
+# Defined with seqio (`fineline.evaluation.seqio_tasks`), loaded when first read.
+_SEQIO_NAMES = ("BYTE_VOCAB", "OUTPUT_FEATURES", "examples_dataset", "RequestFeatureConverter")
+
+
+def __getattr__(name: str):
+  if name in _SEQIO_NAMES:
+    from fineline.evaluation import seqio_tasks  # pylint: disable=import-outside-toplevel
+    return getattr(seqio_tasks, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_data_dir() -> str:
@@ -112,6 +125,62 @@ def effective_fewshot(name: str) -> int:
   return task_info(name).num_fewshot if k is None else k
 
 
+@dataclasses.dataclass(frozen=True)
+class RequestTask:
+  """A task as fineline holds it: `examples(settings)` gives its rendered request examples
+  (dicts: kind, context, continuation, until, max_new_tokens, meta, target) and each
+  metric function takes (targets, scores) or (targets, predictions), seqio's contract."""
+  name: str
+  examples: Callable[[Settings], list[dict]]
+  metric_fns: tuple[Callable[..., dict], ...]
+
+
+_TASKS: dict[str, RequestTask] = {}
+_GROUPS: dict[str, tuple[str, ...]] = {}
+
+
+def register_task(task: RequestTask, info: TaskInfo) -> None:
+  """Adds (or replaces) a task; mirrored into seqio's registry when seqio is loaded."""
+  _TASKS[task.name] = task
+  _GROUPS.pop(task.name, None)
+  register_info(info)
+  if "seqio" in sys.modules:
+    from fineline.evaluation import seqio_tasks  # pylint: disable=import-outside-toplevel
+    seqio_tasks.add_task(task)
+
+
+def register_group(name: str, subtasks: Sequence[str], info: TaskInfo) -> None:
+  """A group scored as the size-weighted mean of its subtasks (a seqio Mixture there)."""
+  _GROUPS[name] = tuple(subtasks)
+  register_info(info)
+  if "seqio" in sys.modules:
+    from fineline.evaluation import seqio_tasks  # pylint: disable=import-outside-toplevel
+    seqio_tasks.add_group(name, _GROUPS[name])
+
+
+def registered_tasks() -> dict[str, RequestTask]:
+  return dict(_TASKS)
+
+
+def registered_groups() -> dict[str, tuple[str, ...]]:
+  return dict(_GROUPS)
+
+
+def request_task(name: str) -> RequestTask | None:
+  """The task registered here under `name` (None for seqio-only tasks and groups)."""
+  return _TASKS.get(name)
+
+
+def subtasks(name: str) -> list[str]:
+  """The leaf tasks of a task or group name (a seqio-only name asks seqio)."""
+  if name in _GROUPS:
+    return list(_GROUPS[name])
+  if name in _TASKS:
+    return [name]
+  from fineline.evaluation import seqio_tasks  # pylint: disable=import-outside-toplevel
+  return seqio_tasks.subtasks(name)
+
+
 def import_task_modules(modules: Sequence[str] = DEFAULT_TASK_MODULES) -> None:
   """Imports the modules that register tasks (T5X's TASK_MODULES pattern)."""
   for module in modules:
@@ -121,34 +190,16 @@ def import_task_modules(modules: Sequence[str] = DEFAULT_TASK_MODULES) -> None:
 def resolve(names: Sequence[str]) -> list[str]:
   """Checks that each name is a registered task or mixture; ValueError listing the known
   ones otherwise."""
-  known = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+  known = set(_TASKS) | set(_GROUPS)
+  if "seqio" in sys.modules and any(n not in known for n in names):
+    # Tasks a module registered with seqio itself.
+    from fineline.evaluation import seqio_tasks  # pylint: disable=import-outside-toplevel
+    known |= seqio_tasks.registered_names()
   missing = [n for n in names if n not in known]
   if missing:
     raise UserError(f"unknown evaluation task(s) {missing}; registered: "
                      f"{sorted(n for n in known if n in _INFO) or sorted(known)}")
   return list(names)
-
-
-def examples_dataset(examples: list[dict]) -> tf.data.Dataset:
-  """A tf.data.Dataset of rendered request examples (dicts with the fields above)."""
-  def gen():
-    for ex in examples:
-      target = ex.get("target", "")
-      yield {
-          "kind": ex["kind"], "context": ex["context"],
-          "continuation": ex.get("continuation", ""),
-          "until": json.dumps(list(ex.get("until", ()))),
-          "max_new_tokens": ex.get("max_new_tokens", 0),
-          "meta": json.dumps(ex.get("meta", {})),
-          "targets_pretokenized": target,
-          "targets": BYTE_VOCAB.encode(target) or [0],
-      }
-  scalar = lambda dtype: tf.TensorSpec((), dtype)
-  return tf.data.Dataset.from_generator(gen, output_signature={
-      "kind": scalar(tf.string), "context": scalar(tf.string),
-      "continuation": scalar(tf.string), "until": scalar(tf.string),
-      "max_new_tokens": scalar(tf.int32), "meta": scalar(tf.string),
-      "targets_pretokenized": scalar(tf.string), "targets": tf.TensorSpec([None], tf.int32)})
 
 
 def postprocess(text, example=None, is_target=False):
@@ -160,19 +211,26 @@ def postprocess(text, example=None, is_target=False):
   return {**meta, "text": text}
 
 
-class RequestFeatureConverter(seqio.FeatureConverter):
-  """Pads `targets` only: the model functions read the request strings from the cached
-  task dataset by example index, so the model features need nothing else."""
-  TASK_FEATURES = {"targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
-  MODEL_FEATURES = {"targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
-  PACKING_FEATURE_DTYPES = {}
+def example(request: dict) -> dict:
+  """A rendered request as the evaluator holds it: the form it takes through seqio's
+  dataset (strings, `until` a list, `meta` through JSON) with its gold text as `target`."""
+  return {"kind": request["kind"], "context": request["context"],
+          "continuation": request.get("continuation", ""),
+          "until": list(request.get("until", ())),
+          "max_new_tokens": int(request.get("max_new_tokens", 0)),
+          "meta": json.loads(json.dumps(request.get("meta", {}))),
+          "target": request.get("target", "")}
 
-  def __init__(self):
-    super().__init__(pack=False)
 
-  def _convert_features(self, ds, task_feature_lengths):
-    ds = ds.map(lambda ex: {"targets": ex["targets"]})
-    return seqio.utils.trim_and_pad_dataset(ds, task_feature_lengths)
-
-  def get_model_feature_lengths(self, task_feature_lengths):
-    return dict(task_feature_lengths)
+def compute_metrics(task: RequestTask, examples: Sequence[dict], outputs: list) -> dict[str, Any]:
+  """The task's metrics for `outputs` (one (log-likelihood, is_greedy) pair or generated
+  text per example), called as `seqio.Evaluator` calls them: targets post-processed into
+  dicts, scores or predictions in example order."""
+  targets = [{**ex["meta"], "text": ex["target"]} for ex in examples]
+  out: dict[str, Any] = {}
+  for fn in task.metric_fns:
+    if outputs and isinstance(outputs[0], str):
+      out.update(fn(targets, list(outputs)))
+    else:
+      out.update(fn(targets, [(float(ll), float(g)) for ll, g in outputs]))
+  return out

@@ -104,29 +104,35 @@ def main(argv=None):
            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "FINELINE_CACHE_DIR": os.path.join(work, "cache")}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    # fineline from this checkout, whichever one the environment has installed.
+    ours_env = {**env, "PYTHONPATH": os.pathsep.join(
+        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
     common = ["--limit", str(args.limit), "--batch_size", str(args.batch_size)]
-    lm_eval_out = os.path.join(work, "lm_eval_out")
-    lm_eval = [os.path.join(BIN, "lm_eval"), "--model", "hf", "--model_args",
-               f"pretrained={model},dtype=float32", "--device", "cpu", "--include_path",
-               include, "--tasks", ",".join(f"{t}_local" for t in tasks),
-               "--output_path", lm_eval_out, *common]
+    # lm-eval adds a results file per run to its output dir: one dir per round.
+    lm_eval_out = lambda round_: os.path.join(work, f"lm_eval_out_{round_}")
+    lm_eval = lambda round_: [
+        os.path.join(BIN, "lm_eval"), "--model", "hf", "--model_args",
+        f"pretrained={model},dtype=float32", "--device", "cpu", "--include_path", include,
+        "--tasks", ",".join(f"{t}_local" for t in tasks), "--output_path",
+        lm_eval_out(round_), *common]
     ours_out = os.path.join(work, "fineline.json")
     fineline = [os.path.join(BIN, "fineline"), "eval", "--checkpoint", model, "--tasks",
                 ",".join(tasks), "--num_fewshot", "0", "--data_dir", args.data_dir,
                 "--output", ours_out, "--quiet", *common]
     subprocess.run([sys.executable, "-c", "from fineline.models import native; "
-                    "native.available()"], env=env, check=True)  # kernels built, untimed
+                    "native.available()"], env=ours_env, check=True)  # kernels built, untimed
 
     times = {"lm_eval": [], "fineline_compiling": [], "fineline_cached": []}
     for round_ in range(args.repeats):
-      times["lm_eval"].append(timed_command(lm_eval, env))
-      fresh = {**env, "JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(dir=work)}
+      times["lm_eval"].append(timed_command(lm_eval(round_), env))
+      fresh = {**ours_env, "JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(dir=work)}
       times["fineline_compiling"].append(timed_command(fineline, fresh))
-      times["fineline_cached"].append(timed_command(fineline, env))
+      times["fineline_cached"].append(timed_command(fineline, ours_env))
       log(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
 
     ours = json.load(open(ours_out))["tasks"]
-    theirs_file, = glob.glob(os.path.join(lm_eval_out, "**", "results_*.json"), recursive=True)
+    theirs_file, = glob.glob(os.path.join(lm_eval_out(args.repeats - 1), "**",
+                                          "results_*.json"), recursive=True)
     theirs = json.load(open(theirs_file))["results"]
     scores = {t: {m: {"fineline": ours[t][m], "lm_eval": theirs[f"{t}_local"][f"{m},none"]}
                   for m in ("acc", "acc_norm")} for t in tasks}
