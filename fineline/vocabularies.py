@@ -37,11 +37,12 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
   def _encode(self, s: str):
     return self.python.encode(s)
 
-  def _encode_tf(self, s):
+  def encode_tf(self, s):
     if not self.llama_style:
-      return super()._encode_tf(s)
+      return super().encode_tf(s)
+    # The dummy prefix, only where the text has no leading space (as `python.encode`).
     keep = tf.strings.regex_full_match(s, r"(?s)( .*)?")
-    return super()._encode_tf(tf.where(keep, s, tf.strings.join([" ", s])))
+    return super().encode_tf(tf.where(keep, s, tf.strings.join([" ", s])))
 
   def _decode(self, ids):
     return self.python.decode_ids(ids)
