@@ -268,8 +268,8 @@ def load_checkpoint(path: str, *, tokenizer: str | None = None, dtype: str | Non
 
 
 def _load_in_background(path: str, args) -> concurrent.futures.Future:
-  """`load_checkpoint(path)` on a thread, overlapping the task preparation (TensorFlow's
-  import, reading and rendering documents) that the main thread does meanwhile. The modules
+  """`load_checkpoint(path)` on a thread, overlapping the task preparation (reading and
+  rendering documents) that the main thread does meanwhile. The modules
   it needs are imported here first: two threads importing the same packages could each
   wait on a module the other is initialising."""
   import jax  # pylint: disable=import-outside-toplevel,unused-import

@@ -22,7 +22,7 @@ names them.
 Run settings (data directory, few-shot count, document limit) are not part of a task's
 name: `use_settings(...)` makes them current while an evaluator reads the task data.
 `TaskInfo` (capability group, chance level, default few-shot count) is registered next to
-each seqio task so results can be labelled without importing the task modules.
+each task so results can be labelled without importing the task modules.
 
 Task modules register through `register_task` / `register_group`, which keep each task's
 request examples function and metric functions here, without TensorFlow: `fineline eval`

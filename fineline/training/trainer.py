@@ -11,8 +11,8 @@ import jax
 
 from fineline import checkpointing, fileio, partitioning, run_checkpoints
 from fineline.data import pretrain
-from fineline.training import metrics as metrics_lib
 from fineline.errors import UserError
+from fineline.training import metrics as metrics_lib
 from fineline.training import optim
 from fineline.training import run as run_lib
 
